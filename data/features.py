@@ -1,0 +1,212 @@
+"""The feature catalogue and the per-symbol feature + label computation.
+
+``compute_symbol_features`` is the Ray Data step: a plain
+``dict[str, np.ndarray] -> dict[str, np.ndarray]`` function over one symbol's
+rows sorted by date, testable without Ray. The same function serves the Ray
+pipeline and the single-process path, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from rayfolio.data import indicators as ind
+
+
+class SymbolData:
+    """One symbol's price arrays, plus intermediates several features share
+    (vol_20, the MACD lines) computed once per symbol."""
+
+    def __init__(self, prices: Mapping[str, np.ndarray]) -> None:
+        self.prices = prices
+        self._memo: dict[tuple, np.ndarray | tuple[np.ndarray, ...]] = {}
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self.prices[column]
+
+    def vol(self, w: int) -> np.ndarray:
+        return self._memoised(("vol", w), lambda: ind.realized_vol(self.prices["close"], w))
+
+    def macd(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._memoised(("macd",), lambda: ind.macd(self.prices["close"]))
+
+    def _memoised(self, key: tuple, compute):
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+Columns = SymbolData
+
+
+@dataclass(frozen=True)
+class FeatureDef:
+    """One stored feature: its column name, what it needs, and how it is computed."""
+
+    name: str
+    definition: str
+    needs: tuple[str, ...]
+    compute: Callable[[Columns], np.ndarray]
+    warmup: int  # leading rows of a symbol that are NaN by construction
+
+
+def _ret(h: int) -> FeatureDef:
+    return FeatureDef(
+        f"ret_{h}", f"log(close[t] / close[t-{h}])", ("close",), lambda c: ind.log_return(c["close"], h), h
+    )
+
+
+def _vol(w: int) -> FeatureDef:
+    return FeatureDef(
+        f"vol_{w}",
+        f"annualised std (ddof=1, x sqrt(252)) of the last {w} daily log returns",
+        ("close",),
+        lambda c: c.vol(w),
+        w,
+    )
+
+
+def _sma_ratio(w: int) -> FeatureDef:
+    return FeatureDef(
+        f"sma_ratio_{w}",
+        f"close / SMA{w}(close) - 1",
+        ("close",),
+        lambda c: c["close"] / ind.rolling_mean(c["close"], w) - 1.0,
+        w - 1,
+    )
+
+
+def _ema_ratio(w: int) -> FeatureDef:
+    return FeatureDef(
+        f"ema_ratio_{w}",
+        f"close / EMA{w}(close) - 1 (span {w}, adjust=False, NaN for the first {w - 1} rows)",
+        ("close",),
+        lambda c: c["close"] / ind.ema(c["close"], w) - 1.0,
+        w - 1,
+    )
+
+
+def _macd_line(c: Columns) -> np.ndarray:
+    return c.macd()[0]
+
+
+def _macd_signal(c: Columns) -> np.ndarray:
+    return c.macd()[1]
+
+
+def _vol_regime(c: Columns) -> np.ndarray:
+    short, long = c.vol(20), c.vol(252)
+    flag = (short > long).astype(np.float64)
+    flag[np.isnan(short) | np.isnan(long)] = np.nan
+    return flag
+
+
+FEATURES: tuple[FeatureDef, ...] = (
+    *(_ret(h) for h in (1, 5, 20, 60)),
+    _vol(20),
+    _vol(60),
+    *(_sma_ratio(w) for w in (20, 50, 200)),
+    *(_ema_ratio(w) for w in (20, 50)),
+    FeatureDef(
+        "rsi_14",
+        "Wilder's RSI over 14 changes (seeded with their simple average), 0..100",
+        ("close",),
+        lambda c: ind.rsi(c["close"], 14),
+        14,
+    ),
+    FeatureDef("macd", "EMA12(close) - EMA26(close) (adjust=False)", ("close",), _macd_line, 25),
+    FeatureDef("macd_signal", "EMA9 of macd (adjust=False)", ("close",), _macd_signal, 33),
+    FeatureDef(
+        "bb_pctb_20",
+        "Bollinger %b: (close - lower) / (upper - lower), bands SMA20 +- 2 population std",
+        ("close",),
+        lambda c: ind.bollinger_pctb(c["close"], 20, 2.0),
+        19,
+    ),
+    FeatureDef(
+        "mdd_60",
+        "worst peak-to-trough drawdown of close within the last 60 rows (<= 0)",
+        ("close",),
+        lambda c: ind.rolling_max_drawdown(c["close"], 60),
+        59,
+    ),
+    FeatureDef(
+        "mom_12_1",
+        "log(close[t-21] / close[t-252]): 12-month momentum skipping the last month",
+        ("close",),
+        lambda c: ind.momentum_12_1(c["close"]),
+        252,
+    ),
+    FeatureDef(
+        "vol_regime",
+        "1 when vol_20 > vol_252 (the past year's realised vol), else 0; past data only",
+        ("close",),
+        _vol_regime,
+        252,
+    ),
+    FeatureDef(
+        "atr_14",
+        "Wilder's average true range over 14 days, seeded with the mean of the first 14",
+        ("high", "low", "close"),
+        lambda c: ind.atr(c["high"], c["low"], c["close"], 14),
+        13,
+    ),
+    FeatureDef(
+        "obv",
+        "on-balance volume: cumulative +volume on up days, -volume on down days",
+        ("close", "volume"),
+        lambda c: ind.obv(c["close"], c["volume"]),
+        0,
+    ),
+    FeatureDef(
+        "volume_ratio_20",
+        "volume / SMA20(volume)",
+        ("volume",),
+        lambda c: ind.volume_ratio(c["volume"], 20),
+        19,
+    ),
+)
+
+DEFAULT_HORIZONS: tuple[int, ...] = (5, 20, 60)
+
+
+def label_name(h: int) -> str:
+    return f"label_fwd_{h}d"
+
+
+def label_definition(h: int) -> str:
+    return f"log(close[t+{h}] / close[t]): forward log return over {h} trading days"
+
+
+def available_features(columns: set[str] | frozenset[str]) -> tuple[FeatureDef, ...]:
+    """The catalogue entries whose input columns exist in the panel."""
+    return tuple(f for f in FEATURES if set(f.needs) <= columns)
+
+
+def compute_symbol_features(
+    cols: Mapping[str, np.ndarray], features: tuple[FeatureDef, ...], horizons: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Features and labels for one symbol.
+
+    Parameters
+    ----------
+    cols : mapping of column name -> array of shape (T,)
+        One symbol's rows sorted by date: ``date``, ``symbol``, ``close`` and
+        any of ``open``, ``high``, ``low``, ``volume``.
+
+    Returns
+    -------
+    dict of arrays of shape (T,): ``date``, ``symbol``, one float64 column per
+    feature and one ``label_fwd_<h>d`` per horizon.
+    """
+    prices = {k: np.asarray(cols[k], dtype=np.float64) for k in ("open", "high", "low", "close", "volume") if k in cols}
+    data = SymbolData(prices)
+    out: dict[str, np.ndarray] = {"date": np.asarray(cols["date"]), "symbol": np.asarray(cols["symbol"])}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for feature in features:
+            out[feature.name] = feature.compute(data)
+        for h in horizons:
+            out[label_name(h)] = ind.forward_log_return(prices["close"], h)
+    return out

@@ -1,0 +1,345 @@
+"""Where price panels come from: files (CSV/Parquet, local or any pyarrow
+filesystem URI), the embedded S&P 500 sample, and the synthetic generator.
+
+A source is a list of read units (a file, or a slice of synthetic assets);
+``read_unit`` turns one unit into a validated long-format table (see
+``schema.normalize_table``). ``PanelDatasource`` hands the units to Ray Data as
+read tasks, so files are read and validated in parallel, streaming.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+from rayfolio.data.schema import (
+    ROW,
+    SOURCE,
+    VALUE_COLUMNS,
+    Location,
+    PanelValidationError,
+    describe_location,
+    normalize_table,
+)
+from rayfolio.data.synthetic import SyntheticPanelConfig, generate_assets, market_state, symbol_name
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+
+
+@dataclass(frozen=True)
+class PanelFile:
+    path: str  # path inside the filesystem
+    display: str  # what error messages call it (the path or URI the user gave)
+    is_csv: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """A CSV/Parquet file or a directory of them, on a pyarrow filesystem."""
+
+    files: tuple[PanelFile, ...]
+    filesystem: pafs.FileSystem = field(repr=False)
+    name: str
+
+    @property
+    def units(self) -> tuple[int, ...]:
+        return tuple(range(len(self.files)))
+
+    def read_unit(self, unit: int) -> pa.Table:
+        f = self.files[unit]
+        table = _read_csv(self.filesystem, f) if f.is_csv else _read_parquet(self.filesystem, f)
+        return normalize_table(table, f.display, is_csv=f.is_csv, source_index=unit)
+
+    def unit_symbols(self, unit: int) -> frozenset[str]:
+        """The symbols one file holds, reading only its symbol column (or header)."""
+        f = self.files[unit]
+        names = _header_names(self.filesystem, f)
+        lowered = [n.strip().lower() for n in names]
+        if "symbol" not in lowered:  # wide: the header is the symbol list
+            return frozenset(n.strip() for n, low in zip(names, lowered, strict=True) if low != "date")
+        column = names[lowered.index("symbol")]
+        try:
+            if f.is_csv:
+                with self.filesystem.open_input_stream(f.path, compression="detect") as stream:
+                    options = pacsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()})
+                    table = pacsv.read_csv(stream, convert_options=options)
+            else:
+                table = pq.read_table(f.path, filesystem=self.filesystem, columns=[column])
+        except (pa.ArrowInvalid, OSError):
+            return frozenset()  # unreadable: read_unit names the problem
+        return frozenset(pc.unique(table.column(column).cast(pa.string())).drop_null().to_pylist())
+
+    def value_columns(self) -> frozenset[str]:
+        """Value columns every file has (a wide file has only ``close``).
+
+        Features are built from these, so every symbol gets the same columns
+        even when only some files carry volume or high/low.
+        """
+        common = set(VALUE_COLUMNS)
+        for f in self.files:
+            names = _header(self.filesystem, f)
+            common &= names if "symbol" in names else {"close"}
+        return frozenset(common)
+
+    def location(self, unit: int, row: int) -> Location:
+        f = self.files[unit]
+        return describe_location(f.display, f.is_csv, row)
+
+    def content_hash(self) -> str:
+        """sha256 over every file's name (relative to the source) and bytes."""
+        digest = hashlib.sha256()
+        for f in self.files:
+            digest.update(f.display.encode() + b"\0")
+            with self.filesystem.open_input_stream(f.path) as stream:
+                while chunk := stream.read(1 << 22):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
+    def estimated_bytes(self) -> int:
+        # Decompressed, typed columns run a few times the file size.
+        return sum(f.size for f in self.files) * 4
+
+
+@dataclass(frozen=True)
+class SyntheticSource:
+    """Synthetic panel, generated ``assets_per_unit`` assets per read task."""
+
+    config: SyntheticPanelConfig
+    assets_per_unit: int = 25
+    name: str = "synthetic"
+
+    @property
+    def units(self) -> tuple[int, ...]:
+        return tuple(range(0, self.config.n_assets, self.assets_per_unit))
+
+    def value_columns(self) -> frozenset[str]:
+        return frozenset(VALUE_COLUMNS)
+
+    def unit_symbols(self, unit: int) -> frozenset[str]:
+        stop = min(unit + self.assets_per_unit, self.config.n_assets)
+        return frozenset(symbol_name(i, self.config) for i in range(unit, stop))
+
+    def read_unit(self, unit: int) -> pa.Table:
+        assets = np.arange(unit, min(unit + self.assets_per_unit, self.config.n_assets))
+        table = generate_assets(self.config, assets, market_state(self.config))
+        return normalize_table(table, self._display(), is_csv=False, source_index=unit)
+
+    def location(self, unit: int, row: int) -> Location:
+        return describe_location(self._display(), False, row)
+
+    def _display(self) -> str:
+        c = self.config
+        return f"synthetic(n_assets={c.n_assets}, n_days={c.n_days}, seed={c.seed})"
+
+    def content_hash(self) -> str:
+        return self.config.content_hash()
+
+    def estimated_bytes(self) -> int:
+        return self.config.n_assets * self.config.n_days * 9 * 8
+
+
+PanelSource = FileSource | SyntheticSource
+
+
+def make_source(spec: str, synthetic: SyntheticPanelConfig | None = None) -> PanelSource:
+    """``'sp500'`` (embedded), ``'synthetic'``, or a file/directory path or URI."""
+    if spec == "sp500":
+        return sp500_source()
+    if spec == "synthetic":
+        return SyntheticSource(synthetic or SyntheticPanelConfig())
+    return file_source(spec)
+
+
+def sp500_source() -> FileSource:
+    """The embedded sample: skfolio's 20 S&P 500 stocks, 1990-2022, wide CSV (no download)."""
+    path = resources.files("skfolio.datasets.data") / "sp500_dataset.csv.gz"
+    return file_source(str(path), name="sp500")
+
+
+def file_source(path: str, filesystem: pafs.FileSystem | None = None, name: str | None = None) -> FileSource:
+    """A file or directory of CSV/Parquet files; ``path`` may be a URI (``s3://...``)."""
+    if filesystem is None:
+        if "://" in path:
+            filesystem, inner = pafs.FileSystem.from_uri(path)
+        else:
+            filesystem, inner = pafs.LocalFileSystem(), os.path.abspath(path)
+    else:
+        inner = path
+    info = filesystem.get_file_info(inner)
+    if info.type == pafs.FileType.NotFound:
+        raise PanelValidationError(Location(path), "no such file or directory")
+    if info.type == pafs.FileType.Directory:
+        found = filesystem.get_file_info(pafs.FileSelector(inner, recursive=True))
+        infos = sorted(
+            (i for i in found if i.type == pafs.FileType.File and _is_panel_file(i.path)), key=lambda i: i.path
+        )
+        if not infos:
+            raise PanelValidationError(
+                Location(path),
+                f"directory holds no CSV or Parquet files ({', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})",
+            )
+        root = inner.rstrip("/")
+        files = tuple(
+            PanelFile(i.path, path.rstrip("/") + i.path[len(root) :], _is_csv(i.path), i.size or 0) for i in infos
+        )
+    else:
+        if not _is_panel_file(inner):
+            raise PanelValidationError(
+                Location(path),
+                f"not a CSV or Parquet file (expected one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)})",
+            )
+        files = (PanelFile(inner, path, _is_csv(inner), info.size or 0),)
+    return FileSource(files, filesystem, name or path)
+
+
+def _is_panel_file(path: str) -> bool:
+    base = os.path.basename(path).lower()
+    if base.startswith((".", "_")):  # _SUCCESS, .crc and friends
+        return False
+    return base.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
+
+
+def _is_csv(path: str) -> bool:
+    return os.path.basename(path).lower().endswith(CSV_SUFFIXES)
+
+
+def _header_names(fs: pafs.FileSystem, f: PanelFile) -> list[str]:
+    """Column names of one file as written, without reading its data."""
+    if f.is_csv:
+        with fs.open_input_stream(f.path, compression="detect") as stream:
+            head = stream.read(65536).decode("utf-8", "replace")
+        first = head.splitlines()[0] if head.strip() else ""
+        return next(csv.reader(io.StringIO(first)), [])
+    try:
+        return pq.read_schema(f.path, filesystem=fs).names
+    except (pa.ArrowInvalid, OSError):
+        return []  # unreadable: read_unit names the problem
+
+
+def _header(fs: pafs.FileSystem, f: PanelFile) -> set[str]:
+    """Lower-cased column names of one file."""
+    return {n.strip().lower() for n in _header_names(fs, f)}
+
+
+def _read_csv(fs: pafs.FileSystem, f: PanelFile) -> pa.Table:
+    with fs.open_input_stream(f.path, compression="detect") as stream:
+        raw = stream.read()
+    if not raw.strip():
+        raise PanelValidationError(Location(f.display), "file is empty")
+    header = next(csv.reader(io.StringIO(raw[:65536].decode("utf-8", "replace").splitlines()[0])))
+    # Dates are read as text: the parser here keeps each row's local date and
+    # notices mixed time zones, which arrow's own timestamp inference would hide.
+    as_text = {name: pa.string() for name in header if name.strip().lower() in ("date", "symbol")}
+    try:
+        return pacsv.read_csv(io.BytesIO(raw), convert_options=pacsv.ConvertOptions(column_types=as_text))
+    except pa.ArrowInvalid:
+        # Type inference saw numbers first and text later: read everything as text
+        # so the validator can name the exact line and value.
+        all_text = {name: pa.string() for name in header}
+        try:
+            return pacsv.read_csv(io.BytesIO(raw), convert_options=pacsv.ConvertOptions(column_types=all_text))
+        except pa.ArrowInvalid as err:
+            raise PanelValidationError(Location(f.display), f"not a readable CSV file: {err}") from None
+
+
+def _read_parquet(fs: pafs.FileSystem, f: PanelFile) -> pa.Table:
+    if f.size == 0:
+        raise PanelValidationError(Location(f.display), "file is empty")
+    try:
+        return pq.read_table(f.path, filesystem=fs)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise PanelValidationError(Location(f.display), f"not a readable Parquet file: {err}") from None
+
+
+def symbols_partition_units(source: PanelSource, max_workers: int = 8) -> bool:
+    """True when no symbol appears in two read units.
+
+    Then each unit holds whole symbols and features can be computed right where
+    the unit is read, with no shuffle. Reads only symbol columns and headers.
+    """
+    with ThreadPoolExecutor(max_workers) as pool:  # arrow readers release the GIL
+        per_unit = list(pool.map(source.unit_symbols, source.units))
+    return sum(len(s) for s in per_unit) == len(frozenset().union(*per_unit))
+
+
+class PanelDatasource(Datasource):
+    """Ray Data datasource: one read task per source unit, validated long rows out.
+
+    With ``per_unit_step`` (only valid when ``symbols_partition_units``), each
+    read task also applies the step to every symbol it read, so the datasource
+    yields finished feature rows one symbol chunk at a time.
+    """
+
+    def __init__(
+        self,
+        source: PanelSource,
+        value_columns: frozenset[str],
+        per_symbol_step: Callable[[dict[str, np.ndarray]], pa.Table] | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.per_symbol_step = per_symbol_step
+        # One schema for every block: the columns all units share, in a fixed order.
+        self.columns = ["date", "symbol", *(c for c in VALUE_COLUMNS if c in value_columns), SOURCE, ROW]
+
+    def get_name(self) -> str:
+        return "ReadPanel"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return self.source.estimated_bytes()
+
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
+        per_unit = self.source.estimated_bytes() // max(1, len(self.source.units))
+        return [
+            ReadTask(
+                lambda unit=unit: self._read(unit),
+                BlockMetadata(num_rows=None, size_bytes=per_unit, input_files=None, exec_stats=None),
+                per_task_row_limit=per_task_row_limit,
+            )
+            for unit in self.source.units
+        ]
+
+    def _read(self, unit: int) -> Iterator[pa.Table]:
+        rows = self.source.read_unit(unit).select(self.columns)
+        if self.per_symbol_step is None:
+            yield rows
+            return
+        yield from _per_symbol(rows, self.per_symbol_step)
+
+
+def _per_symbol(rows: pa.Table, step: Callable[[dict[str, np.ndarray]], pa.Table], chunk_rows: int = 1 << 18):
+    """Apply ``step`` to each symbol's rows; yield outputs in ~chunk_rows tables."""
+    cols = {name: rows.column(name).to_numpy() for name in rows.column_names}
+    order = np.argsort(cols["symbol"], kind="stable")
+    symbols = cols["symbol"][order]
+    starts = np.flatnonzero(np.concatenate(([True], symbols[1:] != symbols[:-1])))
+    bounds = [*starts.tolist(), len(order)]
+    pending, size = [], 0
+    for a, b in itertools.pairwise(bounds):
+        idx = order[a:b]
+        pending.append(step({name: values[idx] for name, values in cols.items()}))
+        size += b - a
+        if size >= chunk_rows:
+            yield pa.concat_tables(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.concat_tables(pending)

@@ -1,0 +1,243 @@
+"""The feature store on disk: Parquet parts plus ``manifest.json``.
+
+``prepare_feature_store`` runs the pipeline into a hidden temporary directory
+next to the target and renames it into place only after every part and the
+manifest are written, so a crash or refused input never leaves a store that
+looks complete, and a previous store at the target stays intact until the
+new one is whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import ray.data
+from rayfolio.data.features import available_features, label_definition, label_name
+from rayfolio.data.pipeline import build_feature_dataset
+from rayfolio.data.sources import FileSource, PanelSource
+
+MANIFEST = "manifest.json"
+STORE_FORMAT = "rayfolio-feature-store"
+FORMAT_VERSION = 1
+
+
+class FeatureStoreError(RuntimeError):
+    """A feature store that cannot be written to or read from as asked."""
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    path: str
+    rows: int
+    symbols: int
+    start: str
+    end: str
+    features: tuple[str, ...]
+    labels: tuple[str, ...]
+    source: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"feature store: {self.path}",
+            f"  source:   {self.source}",
+            f"  rows:     {self.rows:,}",
+            f"  symbols:  {self.symbols}",
+            f"  dates:    {self.start} .. {self.end}",
+            f"  features: {len(self.features)} ({', '.join(self.features)})",
+            f"  labels:   {', '.join(self.labels)}",
+        ]
+
+
+def prepare_feature_store(source: PanelSource, out: str | os.PathLike, horizons: tuple[int, ...]) -> StoreSummary:
+    """Build the features of ``source`` on Ray Data and publish them at ``out``."""
+    target = Path(out).resolve()
+    _check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        build_feature_dataset(source, horizons).write_parquet(str(staging))
+        manifest = _manifest(source, staging, horizons)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _publish(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return FeatureStore(target).summary()
+
+
+def _check_target(target: Path) -> None:
+    """Refuse to replace anything that is not a feature store (nothing lost)."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FeatureStoreError(f"{target}: exists and is not a directory; refusing to replace it")
+    if any(target.iterdir()) and not (target / MANIFEST).is_file():
+        raise FeatureStoreError(
+            f"{target}: directory is not empty and holds no {MANIFEST}; refusing to replace it with a feature store"
+        )
+
+
+def _publish(staging: Path, target: Path) -> None:
+    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        os.rename(target, old)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if old.exists():
+            os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> dict:
+    parts = sorted(p for p in staging.iterdir() if p.suffix == ".parquet")
+    data = pads.dataset([str(p) for p in parts], format="parquet")
+    keys = data.to_table(columns=["date", "symbol"])
+    dates = keys.column("date")
+    features = available_features(source.value_columns())
+    return {
+        "format": STORE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": _code_version(),
+        "source": {
+            "name": source.name,
+            "kind": "files" if isinstance(source, FileSource) else "synthetic",
+            "content_sha256": source.content_hash(),
+            "inputs": [f.display for f in source.files] if isinstance(source, FileSource) else [source.name],
+            "value_columns": sorted(source.value_columns()),
+        },
+        "rows": keys.num_rows,
+        "symbols": len(pc.unique(keys.column("symbol"))),
+        "date_range": [str(pc.min(dates).as_py()), str(pc.max(dates).as_py())],
+        "columns": data.schema.names,
+        "features": [
+            {"name": f.name, "definition": f.definition, "inputs": list(f.needs), "warmup_rows": f.warmup}
+            for f in features
+        ],
+        "labels": [{"name": label_name(h), "horizon": h, "definition": label_definition(h)} for h in horizons],
+        "point_in_time": "features at date t use rows dated <= t; label_fwd_<h>d at t uses t+1..t+h (trading days)",
+        "files": {p.name: _sha256(p) for p in parts},
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _code_version() -> dict[str, str | None]:
+    try:
+        version = metadata.version("rayfolio")
+    except metadata.PackageNotFoundError:
+        version = None
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"rayfolio": version, "git_commit": commit}
+
+
+class FeatureStore:
+    """A published feature store: its manifest and its rows."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not manifest_path.is_file():
+            raise FeatureStoreError(f"{self.path}: not a feature store (no {MANIFEST})")
+        self.manifest: dict = json.loads(manifest_path.read_text())
+        if self.manifest.get("format") != STORE_FORMAT:
+            raise FeatureStoreError(f"{manifest_path}: not a {STORE_FORMAT} manifest")
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f["name"] for f in self.manifest["features"])
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(label["name"] for label in self.manifest["labels"])
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return tuple(label["horizon"] for label in self.manifest["labels"])
+
+    def _parts(self) -> list[str]:
+        return [str(self.path / name) for name in sorted(self.manifest["files"])]
+
+    def verify(self) -> None:
+        """Refuse a store whose parts do not match the manifest's checksums."""
+        for name, expected in self.manifest["files"].items():
+            part = self.path / name
+            if not part.is_file():
+                raise FeatureStoreError(f"{part}: listed in {MANIFEST} but missing")
+            if _sha256(part) != expected:
+                raise FeatureStoreError(f"{part}: sha256 does not match {MANIFEST}")
+
+    def to_pandas(
+        self, columns: list[str] | None = None, start: str | None = None, end: str | None = None
+    ) -> pd.DataFrame:
+        """Rows sorted by (date, symbol), optionally only ``start <= date <= end``."""
+        data = pads.dataset(self._parts(), format="parquet")
+        condition = None
+        if start is not None:
+            condition = pc.field("date") >= pa.scalar(dt.date.fromisoformat(str(start)))
+        if end is not None:
+            upper = pc.field("date") <= pa.scalar(dt.date.fromisoformat(str(end)))
+            condition = upper if condition is None else condition & upper
+        keep = None if columns is None else ["date", "symbol", *(c for c in columns if c not in ("date", "symbol"))]
+        frame = data.to_table(columns=keep, filter=condition).to_pandas()
+        frame["date"] = pd.to_datetime(frame["date"])
+        return frame.sort_values(["date", "symbol"], ignore_index=True)
+
+    def dataset(self) -> ray.data.Dataset:
+        """The rows as a Ray Dataset (for training workers' shards)."""
+        return ray.data.read_parquet(self._parts())
+
+    def summary(self) -> StoreSummary:
+        m = self.manifest
+        return StoreSummary(
+            path=str(self.path),
+            rows=m["rows"],
+            symbols=m["symbols"],
+            start=m["date_range"][0],
+            end=m["date_range"][1],
+            features=self.feature_names,
+            labels=self.label_names,
+            source=m["source"]["name"],
+        )
+
+    def coverage(self) -> pd.DataFrame:
+        """Per feature: share of rows with a value, mean, std, min, max."""
+        frame = self.to_pandas(columns=[*self.feature_names, *self.label_names])
+        values = frame[[*self.feature_names, *self.label_names]]
+        return pd.DataFrame(
+            {
+                "non_null": values.notna().mean(),
+                "mean": values.mean(),
+                "std": values.std(),
+                "min": values.min(),
+                "max": values.max(),
+            }
+        )
