@@ -1,0 +1,22 @@
+"""One Ray instance for the whole test session, started here and only stopped
+here when this session started it."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        # More logical CPUs than cores: Ray Data and (later) Train workers must
+        # never starve each other on this 2-core machine.
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=512 << 20)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    yield ray
+    if started:
+        ray.shutdown()
