@@ -47,6 +47,7 @@ def write_panel(directory: Path, assets: int, days: int, files: int, seed: int) 
 
 def run_ray(panel: Path, out: Path, cpus: int) -> dict:
     import ray
+
     from rayfolio.data.sources import file_source
     from rayfolio.data.store import prepare_feature_store
 

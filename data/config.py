@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from rayfolio.data.synthetic import SyntheticPanelConfig
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import ray.data
 from ray.data.context import ShuffleStrategy
+
 from rayfolio.data.features import FeatureDef, available_features, compute_symbol_features
 from rayfolio.data.schema import ROW, SOURCE, PanelValidationError
 from rayfolio.data.sources import PanelDatasource, PanelSource, symbols_partition_units

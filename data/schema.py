@@ -276,10 +276,7 @@ def normalize_table(table: pa.Table, file: str, *, is_csv: bool, source_index: i
                 "missing required column (long format needs 'symbol'; wide needs symbol columns)",
                 column="symbol",
             )
-        closes = [
-            _numeric(table.column(n), rows, orig)
-            for n, orig in zip(symbol_names, original, strict=True)
-        ]
+        closes = [_numeric(table.column(n), rows, orig) for n, orig in zip(symbol_names, original, strict=True)]
         # (T, S) -> long rows; an empty cell means the symbol did not trade that day.
         grid = np.column_stack(closes)
         present = ~np.isnan(grid)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray.data
+
 from rayfolio.data.features import available_features, label_definition, label_name
 from rayfolio.data.pipeline import build_feature_dataset
 from rayfolio.data.sources import FileSource, PanelSource

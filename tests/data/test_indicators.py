@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import ta
+
+from bench.pandas_features import pandas_features
 from rayfolio.data import indicators as ind
 from rayfolio.data.features import FEATURES, compute_symbol_features
 from rayfolio.data.synthetic import SyntheticPanelConfig, generate_panel
-
-from bench.pandas_features import pandas_features
 
 # Wilder's RSI worked example as StockCharts publishes it (33 closes, 14-period RSI).
 WILDER_CLOSES = np.array([

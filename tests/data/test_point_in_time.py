@@ -56,7 +56,9 @@ def test_store_past_does_not_move_when_the_future_changes(tmp_path, ray_session)
     for column in ("open", "high", "low", "close"):
         changed.loc[future, column] *= 1.7
     for name, frame in (("a", panel), ("b", changed)):
-        prepare_feature_store(file_source(str(write_csv(frame, tmp_path / name / "p.csv"))), tmp_path / f"s{name}", HORIZONS)
+        prepare_feature_store(
+            file_source(str(write_csv(frame, tmp_path / name / "p.csv"))), tmp_path / f"s{name}", HORIZONS
+        )
     a, b = FeatureStore(tmp_path / "sa").to_pandas(), FeatureStore(tmp_path / "sb").to_pandas()
     past = a["date"] <= pd.Timestamp(cut_date)
     features = [f.name for f in FEATURES]

@@ -50,10 +50,10 @@ def test_split_frames_by_rows():
 
 
 def test_config_refuses_unordered_and_unknown_fields():
-    with pytest.raises(ValidationError, match="train_end .* < validation_start"):
+    with pytest.raises(ValidationError, match=r"train_end .* < validation_start"):
         SplitConfig(train_end="2016-01-01", validation_start="2015-01-01", validation_end="2016-12-31",
                     test_start="2017-01-01")  # fmt: skip
-    with pytest.raises(ValidationError, match="validation_end .* < test_start"):
+    with pytest.raises(ValidationError, match=r"validation_end .* < test_start"):
         SplitConfig(train_end="2014-12-31", validation_start="2015-01-01", validation_end="2017-01-01",
                     test_start="2017-01-01")  # fmt: skip
     with pytest.raises(ValidationError, match="Extra inputs"):

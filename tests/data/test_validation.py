@@ -41,18 +41,48 @@ def refused(path: Path, tmp_path: Path) -> PanelValidationError:
 
 # (rows after the header, expected fragments of the message)
 CASES = {
-    "non-numeric": ([*GOOD[:2], "2020-01-06,AAA,11,12,10.5,abc,900"], ["line 4", "column 'close'", "not a number", "'abc'"]),
-    "NaN price": ([*GOOD[:2], "2020-01-06,AAA,11,12,10.5,NaN,900"], ["line 4", "(2020-01-06, AAA)", "column 'close'", "missing or NaN"]),
-    "empty cell": ([*GOOD[:2], "2020-01-06,AAA,11,12,10.5,,900"], ["line 4", "(2020-01-06, AAA)", "column 'close'", "missing or NaN"]),
+    "non-numeric": (
+        [*GOOD[:2], "2020-01-06,AAA,11,12,10.5,abc,900"],
+        ["line 4", "column 'close'", "not a number", "'abc'"],
+    ),
+    "NaN price": (
+        [*GOOD[:2], "2020-01-06,AAA,11,12,10.5,NaN,900"],
+        ["line 4", "(2020-01-06, AAA)", "column 'close'", "missing or NaN"],
+    ),
+    "empty cell": (
+        [*GOOD[:2], "2020-01-06,AAA,11,12,10.5,,900"],
+        ["line 4", "(2020-01-06, AAA)", "column 'close'", "missing or NaN"],
+    ),
     "inf price": ([*GOOD[:2], "2020-01-06,AAA,11,inf,10.5,11,900"], ["line 4", "column 'high'", "infinite"]),
-    "zero price": ([GOOD[0], "2020-01-03,AAA,0,11.5,10,11,1200"], ["line 3", "(2020-01-03, AAA)", "column 'open'", "> 0"]),
-    "negative price": ([*GOOD[:4], "2020-01-03,BBB,20.5,21,20,-20.8,700"], ["line 6", "(2020-01-03, BBB)", "column 'close'", "> 0"]),
-    "high below low": ([GOOD[0], "2020-01-03,AAA,10.5,9.5,10,10,1200"], ["line 3", "column 'high'", "high must be >= low"]),
-    "close above high": ([GOOD[0], "2020-01-03,AAA,10.5,11.5,10,12,1200"], ["line 3", "column 'close'", "within [low, high]"]),
-    "open below low": ([GOOD[0], "2020-01-03,AAA,9,11.5,10,11,1200"], ["line 3", "column 'open'", "within [low, high]"]),
+    "zero price": (
+        [GOOD[0], "2020-01-03,AAA,0,11.5,10,11,1200"],
+        ["line 3", "(2020-01-03, AAA)", "column 'open'", "> 0"],
+    ),
+    "negative price": (
+        [*GOOD[:4], "2020-01-03,BBB,20.5,21,20,-20.8,700"],
+        ["line 6", "(2020-01-03, BBB)", "column 'close'", "> 0"],
+    ),
+    "high below low": (
+        [GOOD[0], "2020-01-03,AAA,10.5,9.5,10,10,1200"],
+        ["line 3", "column 'high'", "high must be >= low"],
+    ),
+    "close above high": (
+        [GOOD[0], "2020-01-03,AAA,10.5,11.5,10,12,1200"],
+        ["line 3", "column 'close'", "within [low, high]"],
+    ),
+    "open below low": (
+        [GOOD[0], "2020-01-03,AAA,9,11.5,10,11,1200"],
+        ["line 3", "column 'open'", "within [low, high]"],
+    ),
     "negative volume": ([GOOD[0], "2020-01-03,AAA,10.5,11.5,10,11,-5"], ["line 3", "column 'volume'", ">= 0"]),
-    "duplicate": ([*GOOD, "2020-01-03,AAA,10.5,11.5,10,11,1200"], ["line 7", "(2020-01-03, AAA)", "duplicate (date, symbol)", "line 3"]),
-    "unparseable date": ([GOOD[0], "2020-13-45,AAA,10.5,11.5,10,11,1200"], ["line 3", "column 'date'", "unparseable date", "2020-13-45"]),
+    "duplicate": (
+        [*GOOD, "2020-01-03,AAA,10.5,11.5,10,11,1200"],
+        ["line 7", "(2020-01-03, AAA)", "duplicate (date, symbol)", "line 3"],
+    ),
+    "unparseable date": (
+        [GOOD[0], "2020-13-45,AAA,10.5,11.5,10,11,1200"],
+        ["line 3", "column 'date'", "unparseable date", "2020-13-45"],
+    ),
     "mixed time zones": (
         ["2020-01-02T00:00:00-05:00,AAA,10,11,9,10.5,1000", "2020-01-03T00:00:00,AAA,10.5,11.5,10,11,1200"],
         ["line 3", "column 'date'", "mixed time zones"],
