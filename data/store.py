@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray.data
+import ray.exceptions
 
 from rayfolio.data.features import available_features, label_definition, label_name
 from rayfolio.data.pipeline import build_feature_dataset
+from rayfolio.data.schema import PanelValidationError
 from rayfolio.data.sources import FileSource, PanelSource
 
 MANIFEST = "manifest.json"
@@ -69,7 +71,14 @@ def prepare_feature_store(source: PanelSource, out: str | os.PathLike, horizons:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        build_feature_dataset(source, horizons).write_parquet(str(staging))
+        try:
+            build_feature_dataset(source, horizons).write_parquet(str(staging))
+        except ray.exceptions.RayTaskError as err:
+            # Refused input surfaces inside Ray's task error; hand back the
+            # validation error itself, which already names file, row and rule.
+            if isinstance(err.cause, PanelValidationError):
+                raise err.cause from None
+            raise
         manifest = _manifest(source, staging, horizons)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, target)

@@ -1,0 +1,1 @@
+"""The rayfolio CLI, Ray connection, run configuration, job submission and the main job."""

@@ -1,0 +1,108 @@
+"""The ``rayfolio`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rayfolio.cluster.config import ConfigError, RunConfig, load_config
+from rayfolio.data.schema import PanelValidationError
+from rayfolio.data.store import FeatureStoreError
+
+EXPECTED_ERRORS = (ConfigError, PanelValidationError, FeatureStoreError)
+
+
+def _horizons(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"horizons are comma-separated trading-day counts, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rayfolio",
+        description="Explained, risk-checked portfolio recommendations from daily price panels, on Ray.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, help="run config YAML (default: the built-in quickstart)")
+        p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local dev mode)")
+        return p
+
+    run = common(commands.add_parser("run", help="the main job: every stage end to end, then a report"))
+    run.add_argument("--out", type=Path, help="feature store directory (default: runs/<name>/features)")
+
+    data = commands.add_parser("data", help="feature store commands")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    prepare = common(data_commands.add_parser("prepare", help="build a feature store on Ray Data"))
+    prepare.add_argument("--source", help="'sp500' (embedded), 'synthetic', or a CSV/Parquet file, directory or URI")
+    prepare.add_argument("--out", type=Path, required=True, help="feature store directory to write")
+    prepare.add_argument("--horizons", type=_horizons, help="label horizons, e.g. 5,20,60")
+    prepare.add_argument("--assets", type=int, help="synthetic: number of assets")
+    prepare.add_argument("--days", type=int, help="synthetic: number of business days")
+    prepare.add_argument("--seed", type=int, help="synthetic: random seed")
+    show = data_commands.add_parser("show", help="summary and feature statistics of a feature store")
+    show.add_argument("store", type=Path)
+    return parser
+
+
+def _with_overrides(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    data = config.data
+    synthetic = data.synthetic.model_copy(
+        update={
+            k: v for k, v in (("n_assets", args.assets), ("n_days", args.days), ("seed", args.seed)) if v is not None
+        }
+    )
+    update = {"synthetic": type(data.synthetic).model_validate(synthetic.model_dump())}
+    if args.source is not None:
+        update["source"] = args.source
+    if args.horizons is not None:
+        update["horizons"] = args.horizons
+    new_data = type(data).model_validate({**data.model_dump(), **update})
+    return config.model_copy(update={"data": new_data})
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.data.sources import make_source
+    from rayfolio.data.store import prepare_feature_store
+
+    config = _with_overrides(load_config(args.config), args)
+    with ray_connection(config.ray, args.address):
+        source = make_source(config.data.source, config.data.synthetic.to_config())
+        summary = prepare_feature_store(source, args.out, config.data.horizons)
+    print("\n".join(summary.lines()))
+
+
+def _show(args: argparse.Namespace) -> None:
+    from rayfolio.cluster.report import table
+    from rayfolio.data.store import FeatureStore
+
+    store = FeatureStore(args.store)
+    store.verify()
+    print("\n".join(store.summary().lines()))
+    print(table(store.coverage()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from rayfolio.cluster.main_job import run_main_job
+
+            run_main_job(load_config(args.config), address=args.address, store_dir=args.out)
+        elif args.command == "data" and args.data_command == "prepare":
+            _prepare(args)
+        elif args.command == "data" and args.data_command == "show":
+            _show(args)
+    except EXPECTED_ERRORS as err:
+        print(f"rayfolio: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

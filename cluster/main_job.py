@@ -1,0 +1,91 @@
+"""``rayfolio run``: every stage built so far, end to end, then the report.
+
+Stages today: data (feature store on Ray Data, purged splits). Later stages
+(forecasters, allocation agents, backtest) join this list in order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from rayfolio.cluster.config import RunConfig
+from rayfolio.cluster.report import Report, image, table
+from rayfolio.cluster.runtime import ray_connection
+from rayfolio.data.overview import data_overview
+from rayfolio.data.sources import make_source
+from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.store import FeatureStore, prepare_feature_store
+
+STAGES = ("data",)
+
+
+def _stage(number: int, name: str, what: str) -> float:
+    print(f"\n[{number}/{len(STAGES)}] {name}: {what}", flush=True)
+    return time.perf_counter()
+
+
+def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Path | None = None) -> Path:
+    """Run every stage on ``config``; returns the path of the written report."""
+    run_dir = config.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    store_dir = (store_dir or run_dir / "features").resolve()
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with ray_connection(config.ray, address):
+        t0 = _stage(1, "data", f"feature store from '{config.data.source}' on Ray Data")
+        source = make_source(config.data.source, config.data.synthetic.to_config())
+        summary = prepare_feature_store(source, store_dir, config.data.horizons)
+        store = FeatureStore(store_dir)
+        splitter = PurgedDateSplitter(config.splits, purge=max(config.data.horizons))
+        overview = data_overview(store, splitter, run_dir / "plots")
+        timings["data"] = time.perf_counter() - t0
+        print("\n".join(summary.lines()))
+        print(table(overview.splits, floatfmt=".0f"))
+    timings["total"] = time.perf_counter() - started
+
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(json.loads(config.model_dump_json()), sort_keys=False))
+    (run_dir / "summary.json").write_text(
+        json.dumps({"data": asdict(summary), "timings_s": {k: round(v, 2) for k, v in timings.items()}}, indent=2)
+    )
+    report = Report(f"rayfolio run '{config.name}'")
+    report.add(
+        "Run",
+        table(
+            _frame(
+                {
+                    "source": config.data.source,
+                    "feature store": str(store_dir),
+                    "label horizons (trading days)": ", ".join(map(str, config.data.horizons)),
+                    "purge between splits (trading days)": splitter.purge,
+                    **{f"time: {k} (s)": f"{v:.1f}" for k, v in timings.items()},
+                }
+            )
+        ),
+    )
+    report.add(
+        "Data",
+        f"{summary.rows:,} rows, {summary.symbols} symbols, {summary.start} .. {summary.end}; "
+        f"{len(summary.features)} features and {len(summary.labels)} labels, point in time "
+        "(a feature at date t uses only rows dated <= t).",
+        "Splits (the last horizon's worth of trading days before each boundary is purged, "
+        "so no label reaches into the next split):",
+        table(overview.splits, floatfmt=".0f"),
+        "Features and labels, statistics on the training split:",
+        table(overview.features),
+        "Largest one-day moves (check these first when a source looks wrong: splits, bad ticks):",
+        table(overview.largest_moves, floatfmt=".3f", index=False),
+        *(image(p, run_dir, p.stem.replace("_", " ")) for p in overview.plots),
+    )
+    path = report.write(run_dir / "report.md")
+    print(f"\nreport: {path}\ntotal {timings['total']:.1f}s", flush=True)
+    return path
+
+
+def _frame(values: dict) -> pd.DataFrame:
+    return pd.DataFrame({"value": [str(v) for v in values.values()]}, index=list(values))

@@ -1,0 +1,1 @@
+"""SHAP explainers for forecasters and policies, and plain-language rationales."""

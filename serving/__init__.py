@@ -1,0 +1,1 @@
+"""Ray Serve deployments: FastAPI ingress, ensemble, allocator, risk filters, auth, audit log."""

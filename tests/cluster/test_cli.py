@@ -1,0 +1,96 @@
+"""The rayfolio command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rayfolio.cluster.cli import main
+from rayfolio.cluster.config import ConfigError, RunConfig, load_config
+from rayfolio.data.store import FeatureStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quickstart_yaml_is_the_builtin_default():
+    assert load_config(REPO / "configs" / "quickstart.yaml") == RunConfig()
+    load_config(REPO / "configs" / "full.yaml")  # parses and validates
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["data"], ["data", "prepare"], ["data", "show"]])
+def test_every_command_prints_help(command):
+    done = subprocess.run([sys.executable, "-m", "rayfolio.cluster.cli", *command, "--help"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "usage: rayfolio" in done.stdout
+
+
+def test_data_prepare_synthetic(tmp_path, ray_session, capsys):
+    out = tmp_path / "store"
+    code = main(["data", "prepare", "--source", "synthetic", "--assets", "5", "--days", "300", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "rows:     1,500" in printed and "symbols:  5" in printed
+    assert FeatureStore(out).summary().symbols == 5
+    assert main(["data", "show", str(out)]) == 0
+    assert "coverage" not in capsys.readouterr().err
+
+
+def test_data_prepare_refuses_bad_input_with_a_clear_error(tmp_path, ray_session, capsys):
+    bad = tmp_path / "prices.csv"
+    bad.write_text("date,symbol,close\n2020-01-02,AAA,10\n2020-01-03,AAA,-1\n")
+    code = main(["data", "prepare", "--source", str(bad), "--out", str(tmp_path / "store")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"rayfolio: error: {bad}, line 3 (2020-01-03, AAA), column 'close': price must be > 0 (got -1.0)")
+    assert not (tmp_path / "store").exists()
+
+
+def test_bad_config_names_file_and_field(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("data:\n  horizons: [5, -1]\nsplits:\n  train_end: 2014-12-31\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert str(config) in message and "data.horizons" in message and "splits.validation_start" in message
+    assert main(["run", "--config", str(config)]) == 2
+    assert "rayfolio: error:" in capsys.readouterr().err
+
+
+def tiny_run_config(tmp_path: Path) -> Path:
+    config = {
+        "name": "tiny",
+        "runs_dir": str(tmp_path / "runs"),
+        "data": {"source": "synthetic", "horizons": [5, 20], "synthetic": {"n_assets": 6, "n_days": 900, "seed": 1}},
+        "splits": {"train_end": "2002-06-30", "validation_start": "2002-07-01", "validation_end": "2002-12-31",
+                   "test_start": "2003-01-01"},
+    }  # fmt: skip
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
+    assert main(["run", "--config", str(tiny_run_config(tmp_path))]) == 0
+    run_dir = tmp_path / "runs" / "tiny"
+    report = (run_dir / "report.md").read_text()
+    assert "| train " in report and "| rsi_14 " in report and "Largest one-day moves" in report
+    for plot in ("prices.png", "volatility_regimes.png"):
+        assert (run_dir / "plots" / plot).stat().st_size > 10_000
+        assert f"plots/{plot}" in report
+    assert FeatureStore(run_dir / "features").summary().rows == 6 * 900
+    printed = capsys.readouterr().out
+    assert "[1/1] data" in printed and f"report: {run_dir / 'report.md'}" in printed
+
+
+@pytest.mark.slow
+def test_main_job_on_the_embedded_default(tmp_path, ray_session, monkeypatch):
+    """`make run`: the quickstart on the embedded S&P 500 sample."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["run"]) == 0
+    report = (tmp_path / "runs" / "quickstart" / "report.md").read_text()
+    assert "166,260 rows, 20 symbols, 1990-01-02 .. 2022-12-28" in report
