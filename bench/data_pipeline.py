@@ -31,18 +31,29 @@ import pyarrow.parquet as pq
 HERE = Path(__file__).resolve().parent
 
 
-def write_panel(directory: Path, assets: int, days: int, files: int, seed: int) -> int:
+def write_panel(directory: Path, assets: int, days: int, files: int, seed: int, layout: str) -> int:
+    """Write the panel as ``files`` Parquet files, each holding a group of
+    symbols (``by-symbol``) or a stretch of dates for every symbol (``by-date``,
+    which makes the pipeline shuffle rows by symbol)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from rayfolio.data.synthetic import SyntheticPanelConfig, generate_assets, market_state
 
     cfg = SyntheticPanelConfig(n_assets=assets, n_days=days, seed=seed)
     state = market_state(cfg)
     directory.mkdir(parents=True)
-    rows = 0
-    for k, chunk in enumerate(np.array_split(np.arange(assets), files)):
-        table = generate_assets(cfg, chunk, state)
-        pq.write_table(table, directory / f"panel-{k:03d}.parquet")
-        rows += table.num_rows
-    return rows
+    chunks = np.array_split(np.arange(assets), files)
+    if layout == "by-symbol":
+        for k, chunk in enumerate(chunks):
+            pq.write_table(generate_assets(cfg, chunk, state), directory / f"panel-{k:03d}.parquet")
+    else:
+        panel = pa.concat_tables(generate_assets(cfg, chunk, state) for chunk in chunks)
+        for k, dates in enumerate(np.array_split(state.dates, files)):
+            start, end = pa.scalar(dates[0].item()), pa.scalar(dates[-1].item())  # date32
+            mask = pc.and_(pc.greater_equal(panel["date"], start), pc.less_equal(panel["date"], end))
+            pq.write_table(panel.filter(mask), directory / f"panel-{k:03d}.parquet")
+    return assets * days
 
 
 def run_ray(panel: Path, out: Path, cpus: int) -> dict:
@@ -112,6 +123,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20, help="Parquet files the panel is split into")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--layout",
+        choices=["by-symbol", "by-date"],
+        default="by-symbol",
+        help="files hold whole symbols (no shuffle) or date ranges of every symbol (shuffle by symbol)",
+    )
     parser.add_argument("--impl", choices=["ray", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--panel", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -127,11 +144,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rayfolio-bench-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        rows = write_panel(work / "panel", args.assets, args.days, args.files, args.seed)
+        rows = write_panel(work / "panel", args.assets, args.days, args.files, args.seed, args.layout)
         size = sum(f.stat().st_size for f in (work / "panel").iterdir())
         print(
-            f"panel: {args.assets} assets x {args.days} days = {rows:,} rows, {args.files} Parquet files, "
-            f"{size / 2**20:.0f} MiB (written in {time.perf_counter() - t0:.1f}s)",
+            f"panel: {args.assets} assets x {args.days} days = {rows:,} rows, "
+            f"{args.files} Parquet files {args.layout}, {size / 2**20:.0f} MiB "
+            f"(written in {time.perf_counter() - t0:.1f}s)",
             flush=True,
         )
         (work / "pandas-out").mkdir()

@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--days", type=int, help="synthetic: number of business days")
     prepare.add_argument("--seed", type=int, help="synthetic: random seed")
     show = data_commands.add_parser("show", help="summary and feature statistics of a feature store")
-    show.add_argument("store", type=Path)
+    show.add_argument("store", type=Path, nargs="?", help="store directory (default: the config's run store)")
+    show.add_argument("--config", type=Path, help="run config whose store to show (default: the quickstart)")
     return parser
 
 
@@ -81,7 +82,7 @@ def _show(args: argparse.Namespace) -> None:
     from rayfolio.cluster.report import table
     from rayfolio.data.store import FeatureStore
 
-    store = FeatureStore(args.store)
+    store = FeatureStore(args.store or load_config(args.config).run_dir / "features")
     store.verify()
     print("\n".join(store.summary().lines()))
     print(table(store.coverage()))

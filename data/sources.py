@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 
 import numpy as np
@@ -87,6 +88,7 @@ class FileSource:
             return frozenset()  # unreadable: read_unit names the problem
         return frozenset(pc.unique(table.column(column).cast(pa.string())).drop_null().to_pylist())
 
+    @cached_property
     def value_columns(self) -> frozenset[str]:
         """Value columns every file has (a wide file has only ``close``).
 
@@ -130,6 +132,7 @@ class SyntheticSource:
     def units(self) -> tuple[int, ...]:
         return tuple(range(0, self.config.n_assets, self.assets_per_unit))
 
+    @property
     def value_columns(self) -> frozenset[str]:
         return frozenset(VALUE_COLUMNS)
 

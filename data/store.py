@@ -117,7 +117,7 @@ def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> 
     data = pads.dataset([str(p) for p in parts], format="parquet")
     keys = data.to_table(columns=["date", "symbol"])
     dates = keys.column("date")
-    features = available_features(source.value_columns())
+    features = available_features(source.value_columns)
     return {
         "format": STORE_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -128,7 +128,7 @@ def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> 
             "kind": "files" if isinstance(source, FileSource) else "synthetic",
             "content_sha256": source.content_hash(),
             "inputs": [f.display for f in source.files] if isinstance(source, FileSource) else [source.name],
-            "value_columns": sorted(source.value_columns()),
+            "value_columns": sorted(source.value_columns),
         },
         "rows": keys.num_rows,
         "symbols": len(pc.unique(keys.column("symbol"))),

@@ -77,14 +77,17 @@ def tiny_run_config(tmp_path: Path) -> Path:
 def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert main(["run", "--config", str(tiny_run_config(tmp_path))]) == 0
     run_dir = tmp_path / "runs" / "tiny"
+    printed = capsys.readouterr().out
+    assert "[1/1] data" in printed and f"report: {run_dir / 'report.md'}" in printed
     report = (run_dir / "report.md").read_text()
     assert "| train " in report and "| rsi_14 " in report and "Largest one-day moves" in report
     for plot in ("prices.png", "volatility_regimes.png"):
         assert (run_dir / "plots" / plot).stat().st_size > 10_000
         assert f"plots/{plot}" in report
     assert FeatureStore(run_dir / "features").summary().rows == 6 * 900
-    printed = capsys.readouterr().out
-    assert "[1/1] data" in printed and f"report: {run_dir / 'report.md'}" in printed
+    capsys.readouterr()
+    assert main(["data", "show", "--config", str(tiny_run_config(tmp_path))]) == 0
+    assert f"feature store: {run_dir / 'features'}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -137,6 +137,7 @@ def test_store_manifest_and_checksums(tmp_path, ray_session):
     assert manifest["date_range"][0] == "2000-01-03"
     store = FeatureStore(out)
     store.verify()
+    assert store.dataset().count() == summary.rows  # the Ray view training reads
     frame = store.to_pandas(start="2000-06-01", end="2000-06-30")
     assert frame["date"].between("2000-06-01", "2000-06-30").all() and frame["symbol"].nunique() == 6
     assert set(manifest["columns"]) == {"date", "symbol", *store.feature_names, *store.label_names}
@@ -158,36 +159,59 @@ def test_republish_replaces_a_previous_store_whole(tmp_path, ray_session):
 
 LARGER_THAN_STORE = """
 import json, sys
-import ray
-from rayfolio.data.sources import SyntheticSource
-from rayfolio.data.store import prepare_feature_store
-from rayfolio.data.synthetic import SyntheticPanelConfig
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+
+from rayfolio.data.sources import SyntheticSource, file_source, symbols_partition_units
+from rayfolio.data.store import prepare_feature_store
+from rayfolio.data.synthetic import SyntheticPanelConfig, generate_assets, market_state
+
+out, layout = Path(sys.argv[1]), sys.argv[2]
 store_bytes = 80 << 20
+config = SyntheticPanelConfig(n_assets=500, n_days=2500, seed=4)
+if layout == "synthetic":  # read units hold whole symbols: no shuffle
+    source = SyntheticSource(config, assets_per_unit=10)
+else:  # files by date range: every symbol spans files, rows are shuffled by symbol
+    state, files = market_state(config), out / "panel"
+    files.mkdir(parents=True)
+    panel = generate_assets(config, np.arange(config.n_assets), state)
+    for k, dates in enumerate(np.array_split(state.dates, 12)):
+        lo, hi = pa.scalar(dates[0].item()), pa.scalar(dates[-1].item())
+        pq.write_table(panel.filter(pc.and_(pc.greater_equal(panel["date"], lo), pc.less_equal(panel["date"], hi))),
+                       files / f"part-{k:02d}.parquet")
+    del panel
+    source = file_source(str(files))
+    assert not symbols_partition_units(source)
 # address="local": a cluster of this process's own, ended when it exits.
 ray.init(address="local", num_cpus=2, object_store_memory=store_bytes, include_dashboard=False, log_to_driver=False)
 ray.data.DataContext.get_current().enable_progress_bars = False
-source = SyntheticSource(SyntheticPanelConfig(n_assets=500, n_days=2500, seed=4), assets_per_unit=10)
-summary = prepare_feature_store(source, sys.argv[1], (5, 20, 60))
+summary = prepare_feature_store(source, out / "store", (5, 20, 60))
 print(json.dumps({"rows": summary.rows, "columns": 2 + len(summary.features) + len(summary.labels),
                   "store_bytes": store_bytes}))
 """
 
 
 @pytest.mark.slow
-def test_panel_larger_than_object_store_still_completes(tmp_path):
-    """Features several times the object store's size stream through it."""
+@pytest.mark.parametrize("layout", ["synthetic", "files-by-date"])
+def test_panel_larger_than_object_store_still_completes(layout, tmp_path):
+    """Features several times the object store's size stream (or, when rows
+    must be shuffled by symbol, spill) through it."""
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-c", LARGER_THAN_STORE, str(tmp_path / "big")],
+        [sys.executable, "-c", LARGER_THAN_STORE, str(tmp_path), layout],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=400,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["rows"] == 500 * 2500
     assert result["rows"] * result["columns"] * 8 > 3 * result["store_bytes"]
-    assert FeatureStore(tmp_path / "big").manifest["rows"] == result["rows"]
+    assert FeatureStore(tmp_path / "store").manifest["rows"] == result["rows"]
