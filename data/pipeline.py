@@ -63,6 +63,7 @@ def build_feature_dataset(
     are hash-shuffled by symbol and ``map_groups`` runs the same step.
     ``shuffle`` forces either plan (None: decide from the source).
     """
+    source.preflight()
     step = feature_step(source, horizons)
 
     def symbol_features(group: dict[str, np.ndarray]) -> pa.Table:
@@ -92,6 +93,7 @@ def build_feature_dataset(
 
 def build_features_local(source: PanelSource, horizons: tuple[int, ...]) -> pd.DataFrame:
     """The same features in one process, no Ray: for small panels and tests."""
+    source.preflight()
     step = feature_step(source, horizons)
     datasource = PanelDatasource(source, source.value_columns)
     table = pa.concat_tables(source.read_unit(u).select(datasource.columns) for u in source.units)

@@ -94,6 +94,10 @@ _OFFSET = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _OFFSET_GROUP = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 
 
+def has_utc_offset(text: str) -> bool:
+    return bool(_OFFSET.search(text.strip()))
+
+
 def parse_dates(values: pa.ChunkedArray | pa.Array, rows: _Rows, column: str) -> np.ndarray:
     """Dates of one column as ``datetime64[D]``.
 

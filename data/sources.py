@@ -36,6 +36,7 @@ from rayfolio.data.schema import (
     Location,
     PanelValidationError,
     describe_location,
+    has_utc_offset,
     normalize_table,
 )
 from rayfolio.data.synthetic import SyntheticPanelConfig, generate_assets, market_state, symbol_name
@@ -88,6 +89,21 @@ class FileSource:
             return frozenset()  # unreadable: read_unit names the problem
         return frozenset(pc.unique(table.column(column).cast(pa.string())).drop_null().to_pylist())
 
+    def preflight(self) -> None:
+        """Refuse files that disagree on time zones (some dated with a UTC
+        offset, some without), reading only each file's first date."""
+        with ThreadPoolExecutor(8) as pool:
+            zones = list(pool.map(lambda f: _date_zone(self.filesystem, f), self.files))
+        aware = [f for f, z in zip(self.files, zones, strict=True) if z == "aware"]
+        naive = [f for f, z in zip(self.files, zones, strict=True) if z == "naive"]
+        if aware and naive:
+            first = describe_location(naive[0].display, naive[0].is_csv, 0)
+            raise PanelValidationError(
+                describe_location(aware[0].display, aware[0].is_csv, 0),
+                f"mixed time zones: dates here carry a UTC offset or zone, dates in {first} do not",
+                column="date",
+            )
+
     @cached_property
     def value_columns(self) -> frozenset[str]:
         """Value columns every file has (a wide file has only ``close``).
@@ -131,6 +147,9 @@ class SyntheticSource:
     @property
     def units(self) -> tuple[int, ...]:
         return tuple(range(0, self.config.n_assets, self.assets_per_unit))
+
+    def preflight(self) -> None:
+        """Generated data is valid by construction."""
 
     @property
     def value_columns(self) -> frozenset[str]:
@@ -235,6 +254,29 @@ def _header_names(fs: pafs.FileSystem, f: PanelFile) -> list[str]:
         return pq.read_schema(f.path, filesystem=fs).names
     except (pa.ArrowInvalid, OSError):
         return []  # unreadable: read_unit names the problem
+
+
+def _date_zone(fs: pafs.FileSystem, f: PanelFile) -> str | None:
+    """'aware' when the file's first date carries a zone or UTC offset, 'naive'
+    when not, None when unknown (no date column, unreadable: read_unit says why)."""
+    if not f.is_csv:
+        try:
+            schema = pq.read_schema(f.path, filesystem=fs)
+        except (pa.ArrowInvalid, OSError):
+            return None
+        field = next((x for x in schema if x.name.strip().lower() == "date"), None)
+        if field is None or not pa.types.is_timestamp(field.type):
+            return None if field is None or not pa.types.is_date(field.type) else "naive"
+        return "aware" if field.type.tz else "naive"
+    with fs.open_input_stream(f.path, compression="detect") as stream:
+        head = stream.read(65536).decode("utf-8", "replace").splitlines()
+    rows = list(csv.reader(head[:2]))
+    if len(rows) < 2:
+        return None
+    names = [n.strip().lower() for n in rows[0]]
+    if "date" not in names or len(rows[1]) <= names.index("date"):
+        return None
+    return "aware" if has_utc_offset(rows[1][names.index("date")]) else "naive"
 
 
 def _header(fs: pafs.FileSystem, f: PanelFile) -> set[str]:

@@ -184,3 +184,10 @@ def test_unsorted_input_is_sorted_not_refused(tmp_path, ray_session):
     a, b = (FeatureStore(tmp_path / s).to_pandas() for s in ("store-a", "store-b"))
     assert len(a) == len(frame)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_mixed_time_zones_across_files(tmp_path, ray_session):
+    csv_with(tmp_path, *GOOD[:3], name="a.csv")
+    csv_with(tmp_path, "2020-01-02T00:00:00-05:00,BBB,20,21,19,20.5,500", name="b.csv")
+    message = str(refused(tmp_path / "in", tmp_path))
+    assert "b.csv, line 2" in message and "mixed time zones" in message and "a.csv, line 2" in message
