@@ -1,0 +1,85 @@
+"""Ray Train: a 2-worker DDP run end to end, resume after a killed worker, losses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from rayfolio.training.config import ScalingOptions, TrainConfig
+from rayfolio.training.train import (
+    build_trainer,
+    masked_loss,
+    predict,
+    prepare_training_data,
+    run_config,
+    train_forecaster,
+)
+
+QUICK = dict(hidden=8, window=10, batch_size=16, train_stride=2)
+
+
+def test_normaliser_sees_only_the_training_split(tiny_panel, tiny_splitter):
+    data = prepare_training_data(tiny_panel, tiny_splitter, TrainConfig(**QUICK))
+    train_dates = tiny_splitter.split_dates(tiny_panel.dates)["train"]
+    rows = tiny_panel.date_index(train_dates)
+    expected = np.nanmean(np.clip(tiny_panel.features[rows], data.normalizer.lower, data.normalizer.upper), axis=(0, 1))
+    np.testing.assert_allclose(data.normalizer.mean, expected, rtol=1e-5)
+    assert data.train_idx.max() < data.val_idx.min()
+
+
+@pytest.mark.parametrize("family", ["lstm", "gat"])
+def test_two_worker_ddp_run_end_to_end(family, tiny_panel, tiny_splitter, tmp_path, ray_session):
+    config = TrainConfig(family=family, epochs=2, **QUICK)
+    data = prepare_training_data(tiny_panel, tiny_splitter, config)
+    trained = train_forecaster(data, config, ScalingOptions(num_workers=2), tmp_path, f"tiny-{family}")
+    assert trained.epochs_run == 2 and np.isfinite(trained.val_rank_ic)
+    scores = predict(trained.model, data, data.val_idx, config.window)
+    assert scores.shape == (len(data.val_idx), len(tiny_panel.symbols), 2)
+
+
+def test_killed_worker_resumes_from_last_checkpoint(tiny_panel, tiny_splitter, tmp_path, ray_session):
+    import psutil
+
+    config = TrainConfig(family="lstm", epochs=12, patience=50, **QUICK)
+    data = prepare_training_data(tiny_panel, tiny_splitter, config)
+    trainer = build_trainer(
+        config, ray_session.put(data), data.train_idx, ScalingOptions(num_workers=2, max_failures=2),
+        run_config("killed", tmp_path, max_failures=2),
+    )  # fmt: skip
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("result", trainer.fit()))
+    runner.start()
+    # A checkpoint's files land before the controller registers its report, and
+    # registration can trail by more than one short epoch: wait for a third.
+    deadline = time.time() + 240
+    while len(list((tmp_path / "killed").glob("checkpoint_*"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(list((tmp_path / "killed").glob("checkpoint_*"))) >= 3, "no checkpoints before the deadline"
+    # Ray titles worker processes "ray::RayTrainWorker..."; only descendants of
+    # this test process (its own Ray session) are candidates.
+    workers = [
+        p for p in psutil.Process().children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline() or [p.name()])
+    ]
+    assert workers, "no live training worker to kill"
+    os.kill(workers[-1].pid, signal.SIGKILL)
+    runner.join(timeout=300)
+    result = outcome["result"]
+    assert result.error is None
+    assert result.metrics["epoch"] == config.epochs - 1
+    # The last attempt started after epoch 0, i.e. from a checkpoint, not from scratch.
+    assert result.metrics["start_epoch"] >= 1
+
+
+def test_losses():
+    target = torch.tensor([[[1.0], [2.0], [3.0], [float("nan")]]])  # (B=1, N=4, H=1)
+    pred = torch.tensor([[[1.5], [2.0], [2.0], [100.0]]])
+    assert masked_loss(pred, target, "mse").item() == pytest.approx((0.25 + 0 + 1) / 3)
+    ranks_agree = torch.tensor([[[0.1], [0.2], [0.3], [-5.0]]])
+    assert masked_loss(ranks_agree, target, "rank").item() == pytest.approx(0.0, abs=1e-6)
+    assert masked_loss(-ranks_agree, target, "rank").item() == pytest.approx(2.0, abs=1e-6)

@@ -1,0 +1,56 @@
+"""Typed configuration of forecaster training and search."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Family = Literal["lstm", "transformer", "gat"]
+
+
+class TrainConfig(BaseModel):
+    """One training run of one model family (one Tune trial is one of these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: Family = "lstm"
+    hidden: int = Field(32, ge=4)
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    heads: int = Field(2, ge=1)  # transformer and GAT
+    window: int = Field(30, ge=2)  # trading days of features per sample
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(32, ge=1)  # dates per batch (each date carries every asset)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    loss: Literal["mse", "rank"] = "mse"
+    patience: int = Field(3, ge=1)  # epochs without a better validation Rank IC before stopping
+    train_stride: int = Field(1, ge=1)  # keep every n-th training date (quick runs)
+    graph_k: int = Field(4, ge=1)
+    graph_lookback: int = Field(60, ge=5)
+    seed: int = 0
+
+    def model_kwargs(self, n_features: int, n_horizons: int) -> dict:
+        kwargs = {
+            "n_features": n_features,
+            "n_horizons": n_horizons,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "dropout": self.dropout,
+        }
+        if self.family in ("transformer", "gat"):
+            kwargs["heads"] = self.heads
+        return kwargs
+
+
+class ScalingOptions(BaseModel):
+    """How Ray Train spreads one run: workers, CPUs each, GPUs when present."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_workers: int = Field(2, ge=1)
+    # Fractional CPUs leave room for Ray Data's feeding tasks on small machines.
+    cpus_per_worker: float = Field(0.5, gt=0)
+    use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+    max_failures: int = Field(2, ge=0)  # worker crashes survived by resuming from the last checkpoint
