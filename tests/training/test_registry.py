@@ -1,0 +1,93 @@
+"""Registry round trip, corrupted files refused, promote and rollback; the catalog."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rayfolio.training.catalog import CATALOG
+from rayfolio.training.models import MODEL_FAMILIES, build_model
+from rayfolio.training.registry import ModelRegistry, RegistryError
+
+
+def register(registry: ModelRegistry, seed: int):
+    torch.manual_seed(seed)
+    model = build_model("lstm", {"n_features": 4, "n_horizons": 2, "hidden": 8})
+    return model, registry.register(
+        "lstm-forecaster",
+        model.state_dict(),
+        {"family": "lstm", "model": {"n_features": 4, "n_horizons": 2, "hidden": 8}},
+        {"val_rank_ic": 0.01 * seed},
+        feature_manifest_sha256="abc",
+        data_range=("2000-01-03", "2002-09-30"),
+    )
+
+
+def test_round_trip_restores_identical_predictions(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    model, version = register(registry, 1)
+    assert version.version == "v0001" and version.manifest["feature_manifest_sha256"] == "abc"
+    loaded = build_model("lstm", version.config["model"])
+    loaded.load_state_dict(registry.load_weights(registry.get("lstm-forecaster", "v0001")))
+    x = torch.randn(2, 5, 3, 4)
+    torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_corrupted_or_missing_file_is_refused_by_name(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    _, version = register(registry, 1)
+    weights = version.path / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"evil")
+    with pytest.raises(RegistryError, match=r"weights\.pt: sha256 does not match"):
+        registry.get("lstm-forecaster", "v0001")
+    (version.path / "metrics.json").unlink()
+    with pytest.raises(RegistryError, match=r"metrics\.json: listed in manifest\.json but missing"):
+        registry.get("lstm-forecaster", "v0001")
+
+
+def test_weights_only_refuses_pickled_code(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    _, version = register(registry, 1)
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    torch.save({"w": Payload()}, version.path / "weights.pt")
+    manifest = json.loads((version.path / "manifest.json").read_text())
+    from rayfolio.training.registry import _sha256
+
+    manifest["files"]["weights.pt"] = _sha256(version.path / "weights.pt")  # an attacker who fixes the checksum too
+    (version.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match="Weights only load failed"):
+        registry.load_weights(registry.get("lstm-forecaster", "v0001"))
+
+
+def test_promote_and_rollback_move_the_stage_pointer(tmp_path):
+    registry = ModelRegistry(tmp_path)
+    for seed in (1, 2, 3):
+        register(registry, seed)
+    assert registry.versions("lstm-forecaster") == ["v0001", "v0002", "v0003"]
+    with pytest.raises(RegistryError, match="no production version"):
+        registry.get("lstm-forecaster")
+    registry.promote("lstm-forecaster", "v0001")
+    registry.promote("lstm-forecaster", "v0003")
+    assert registry.get("lstm-forecaster").version == "v0003"
+    assert registry.rollback("lstm-forecaster") == "v0001"
+    assert registry.stage_version("lstm-forecaster") == "v0001"
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        registry.rollback("lstm-forecaster")
+    with pytest.raises(RegistryError, match="has no version 'v0009'"):
+        registry.promote("lstm-forecaster", "v0009")
+    assert registry.stage_version("lstm-forecaster") == "v0001"  # a refused promote moves nothing
+    with pytest.raises(RegistryError, match="model name"):
+        registry.promote("../escape", "v0001")
+
+
+def test_catalog_lists_exactly_the_families_in_code():
+    assert set(CATALOG) == set(MODEL_FAMILIES)
+    for spec in CATALOG.values():
+        defaults = spec.default_hyperparameters()
+        assert {"hidden", "lr", "window"} <= set(defaults) and spec.references
