@@ -14,7 +14,10 @@ def ray_session():
     if started:
         # More logical CPUs than cores: Ray Data and (later) Train workers must
         # never starve each other on this 2-core machine.
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, object_store_memory=512 << 20)
+        # The dashboard (127.0.0.1) serves the state API that Ray Train uses to
+        # reclaim the placement groups of trials Tune stops early; without it
+        # the next trial can wait forever for CPUs.
+        ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, object_store_memory=512 << 20)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     yield ray

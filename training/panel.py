@@ -112,5 +112,8 @@ def sample_dates(panel: Panel, dates: np.ndarray, window: int) -> np.ndarray:
 
 def windows(scaled: np.ndarray, t: np.ndarray, window: int) -> np.ndarray:
     """Feature windows ending at each index in ``t``: (B,) -> (B, W, N, F)."""
+    if len(t) and int(np.min(t)) < window - 1:
+        # numpy would wrap a negative index around to the panel's end: look-ahead.
+        raise ValueError(f"date index {int(np.min(t))} has fewer than {window} days of history")
     offsets = np.arange(-window + 1, 1)
     return scaled[t[:, None] + offsets[None, :]]

@@ -41,6 +41,7 @@ class TrainingData:
     scaled: np.ndarray  # (T, N, F) float32, normalised with the training window's statistics
     targets: np.ndarray  # (T, N, H) float32, labels standardised across assets per date
     labels: np.ndarray  # (T, N, H) float32, raw labels (validation Rank IC)
+    next_returns: np.ndarray  # (T, N) simple return t -> t+1 (long-short evaluation)
     neighbours: np.ndarray  # (T, N, k) int64, past-only correlation graph
     train_idx: np.ndarray  # date indices of training samples
     val_idx: np.ndarray  # date indices of validation samples
@@ -59,6 +60,7 @@ def prepare_training_data(panel: Panel, splitter: PurgedDateSplitter, config: Tr
         scaled=normalizer.transform(panel.features),
         targets=standardize_cross_section(panel.labels),
         labels=panel.labels,
+        next_returns=panel.next_returns,
         neighbours=correlation_neighbours(returns, config.graph_k, config.graph_lookback),
         train_idx=sample_dates(panel, parts["train"], config.window)[:: config.train_stride],
         val_idx=sample_dates(panel, parts["validation"], config.window),
@@ -114,8 +116,9 @@ def predict(model: torch.nn.Module, data: TrainingData, t: np.ndarray, window: i
 
 def validation_rank_ic(model: torch.nn.Module, data: TrainingData, window: int) -> float:
     """Mean over horizons of the mean daily Rank IC on the validation dates."""
-    pred = predict(model, data, data.val_idx, window)
-    labels = data.labels[data.val_idx]
+    idx = data.val_idx[data.val_idx >= window - 1]
+    pred = predict(model, data, idx, window)
+    labels = data.labels[idx]
     return float(np.mean([np.nanmean(daily_rank_ic(pred[..., h], labels[..., h])) for h in range(pred.shape[-1])]))
 
 
@@ -208,7 +211,7 @@ def build_trainer(
         train_loop_config={"train": config.model_dump(), "data_ref": data_ref},
         scaling_config=scaling_config(scaling),
         run_config=run,
-        datasets={"train": ray.data.from_items([{"t": int(t)} for t in train_idx])},
+        datasets={"train": ray.data.from_items([{"t": int(t)} for t in train_idx if t >= config.window - 1])},
     )
 
 
