@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rayfolio.data.config import DataConfig
 from rayfolio.data.splits import SplitConfig
+from rayfolio.training.stage import ForecastersConfig
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,8 @@ class RunConfig(BaseModel):
         validation_end=dt.date(2016, 12, 31),
         test_start=dt.date(2017, 1, 1),
     )
+    forecasters: ForecastersConfig = ForecastersConfig()
+    registry: Path | None = None  # None: RAYFOLIO_REGISTRY, else runs/registry
     ray: RayConfig = RayConfig()
 
     @property

@@ -206,12 +206,14 @@ def build_trainer(
     scaling: ScalingOptions,
     run: RunConfig,
 ) -> TorchTrainer:
+    dates = ray.data.from_items([{"t": int(t)} for t in train_idx if t >= config.window - 1])
+    dates.context.enable_progress_bars = False  # one bar per epoch per worker drowns the run's output
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.model_dump(), "data_ref": data_ref},
         scaling_config=scaling_config(scaling),
         run_config=run,
-        datasets={"train": ray.data.from_items([{"t": int(t)} for t in train_idx if t >= config.window - 1])},
+        datasets={"train": dates},
     )
 
 

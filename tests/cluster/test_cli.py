@@ -6,12 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from rayfolio.cluster.cli import main
 from rayfolio.cluster.config import ConfigError, RunConfig, load_config
 from rayfolio.data.store import FeatureStore
+from rayfolio.training.registry import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,6 +70,12 @@ def tiny_run_config(tmp_path: Path) -> Path:
         "data": {"source": "synthetic", "horizons": [5, 20], "synthetic": {"n_assets": 6, "n_days": 900, "seed": 1}},
         "splits": {"train_end": "2002-06-30", "validation_start": "2002-07-01", "validation_end": "2002-12-31",
                    "test_start": "2003-01-01"},
+        "registry": str(tmp_path / "registry"),
+        "forecasters": {
+            "families": ["lstm", "gat"],
+            "train": {"hidden": 8, "window": 10, "epochs": 1, "train_stride": 4},
+            "search": {"num_samples": 1, "hidden": [8], "layers": [1], "window": [10]},
+        },
     }  # fmt: skip
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -78,13 +86,18 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert main(["run", "--config", str(tiny_run_config(tmp_path))]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     printed = capsys.readouterr().out
-    assert "[1/1] data" in printed and f"report: {run_dir / 'report.md'}" in printed
+    assert "[1/2] data" in printed and "[2/2] forecasters" in printed and f"report: {run_dir / 'report.md'}" in printed
     report = (run_dir / "report.md").read_text()
     assert "| train " in report and "| rsi_14 " in report and "Largest one-day moves" in report
     for plot in ("prices.png", "volatility_regimes.png"):
         assert (run_dir / "plots" / plot).stat().st_size > 10_000
         assert f"plots/{plot}" in report
     assert FeatureStore(run_dir / "features").summary().rows == 6 * 900
+    assert "## Forecasters" in report and "| momentum_12_1 " in report and "deflated Sharpe" in report
+    forecasts = pd.read_parquet(run_dir / "forecasts.parquet")
+    assert set(forecasts["model"]) == {"lstm", "gat", "momentum_12_1", "reversal_5d", "ridge"}
+    assert set(forecasts["split"]) == {"validation", "test"} and set(forecasts["horizon"]) == {5, 20}
+    assert ModelRegistry(tmp_path / "registry").stage_version("gat-forecaster") == "v0001"
     capsys.readouterr()
     assert main(["data", "show", "--config", str(tiny_run_config(tmp_path))]) == 0
     assert f"feature store: {run_dir / 'features'}" in capsys.readouterr().out
@@ -94,6 +107,10 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
 def test_main_job_on_the_embedded_default(tmp_path, ray_session, monkeypatch):
     """`make run`: the quickstart on the embedded S&P 500 sample."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAYFOLIO_REGISTRY", raising=False)
     assert main(["run"]) == 0
     report = (tmp_path / "runs" / "quickstart" / "report.md").read_text()
     assert "166,260 rows, 20 symbols, 1990-01-02 .. 2022-12-28" in report
+    assert "## Forecasters" in report
+    registry = ModelRegistry(tmp_path / "runs" / "registry")
+    assert {"lstm-forecaster", "transformer-forecaster", "gat-forecaster"} <= set(registry.models())

@@ -1,0 +1,143 @@
+"""The forecaster stage of the main job: search every family on Ray Tune, fit
+the baselines, score validation and test, write forecasts, register models."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.store import MANIFEST, FeatureStore
+from rayfolio.training.baselines import RidgeBaseline, momentum_12_1, reversal_5d
+from rayfolio.training.config import Family, ScalingOptions, TrainConfig
+from rayfolio.training.evaluate import forecast_frame, metrics_table
+from rayfolio.training.panel import Panel
+from rayfolio.training.registry import ModelRegistry
+from rayfolio.training.train import TrainingData, predict, prepare_training_data
+from rayfolio.training.tune import SearchConfig, SearchOutcome, search_family
+
+BASELINES = ("momentum_12_1", "reversal_5d", "ridge")
+
+
+class ForecastersConfig(BaseModel):
+    """What the main job trains: families, base training config, search budget."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    families: tuple[Family, ...] = ("lstm", "transformer", "gat")
+    train: TrainConfig = TrainConfig(hidden=16, window=20, epochs=3, train_stride=5, patience=2)
+    search: SearchConfig = SearchConfig(num_samples=2, hidden=(16, 32), layers=(1,), window=(20, 40))
+    scaling: ScalingOptions = ScalingOptions()
+    cost_bps: float = Field(10.0, ge=0)
+
+
+@dataclass(frozen=True)
+class ForecastStage:
+    metrics: pd.DataFrame  # model, horizon, split, IC ... long-short Sharpe
+    searches: dict[str, SearchOutcome]
+    registered: dict[str, tuple[str, str]]  # model name -> (version, stage)
+    forecasts_path: Path
+
+
+def _split_indices(panel: Panel, splitter: PurgedDateSplitter, window: int) -> dict[str, np.ndarray]:
+    """Validation and test date indices with ``window`` days of history behind them."""
+    parts = splitter.split_dates(panel.dates)
+    out = {}
+    for split in ("validation", "test"):
+        idx = panel.date_index(parts[split])
+        out[split] = idx[idx >= window - 1]
+    return out
+
+
+def run_forecasters(
+    store: FeatureStore,
+    splitter: PurgedDateSplitter,
+    config: ForecastersConfig,
+    run_dir: Path,
+    registry: ModelRegistry,
+) -> ForecastStage:
+    panel = Panel.from_store(store)
+    data = prepare_training_data(panel, splitter, config.train)
+    searches = {}
+    for family in config.families:
+        print(f"  searching {family}: {config.search.num_samples} configurations on Ray Tune", flush=True)
+        base = config.train.model_copy(update={"family": family})
+        searches[family] = search_family(
+            data, base, config.search, config.scaling, run_dir / "tune", f"{family}-search", config.cost_bps
+        )
+        print(
+            f"  {family}: best validation Rank IC {searches[family].best.val_rank_ic:.4f}, "
+            f"deflated Sharpe {searches[family].deflated_sharpe:.2f}",
+            flush=True,
+        )
+
+    splits = _split_indices(panel, splitter, max((*config.search.window, config.train.window)))
+    scorers = {name: (lambda t, o=o: predict(o.model, data, t, o.best_config.window)) for name, o in searches.items()}
+    ridge = RidgeBaseline().fit(data)
+    scorers |= {
+        "momentum_12_1": lambda t: momentum_12_1(data, t),
+        "reversal_5d": lambda t: reversal_5d(data, t),
+        "ridge": lambda t: ridge.predict(data, t),
+    }
+    scored = {name: {split: (t, score(t)) for split, t in splits.items()} for name, score in scorers.items()}
+    metrics = metrics_table(panel, scored, config.cost_bps)
+
+    frames = [forecast_frame(panel, t, s, name, split) for name, by in scored.items() for split, (t, s) in by.items()]
+    forecasts_path = run_dir / "forecasts.parquet"
+    partial = forecasts_path.with_name(".forecasts.parquet.partial")
+    pd.concat(frames, ignore_index=True).to_parquet(partial, index=False)
+    partial.replace(forecasts_path)
+
+    registered = {
+        f"{family}-forecaster": _register(registry, store, data, outcome, metrics[metrics.model == family])
+        for family, outcome in searches.items()
+    }
+    return ForecastStage(metrics, searches, registered, forecasts_path)
+
+
+def _register(
+    registry: ModelRegistry, store: FeatureStore, data: TrainingData, outcome: SearchOutcome, metrics: pd.DataFrame
+) -> tuple[str, str]:
+    """Register the search's chosen model; production if the model has none yet, else staging."""
+    name = f"{outcome.family}-forecaster"
+    config = outcome.best_config
+    version = registry.register(
+        name,
+        outcome.model.state_dict(),
+        {
+            "family": config.family,
+            "train": config.model_dump(),
+            "model": config.model_kwargs(data.scaled.shape[-1], len(data.horizons)),
+            "normalizer": data.normalizer.to_dict(),
+            "feature_names": list(data.feature_names),
+            "horizons": list(data.horizons),
+            "graph": {"k": config.graph_k, "lookback": config.graph_lookback},
+        },
+        {
+            "validation_rank_ic_search": outcome.best.val_rank_ic,
+            "configurations_tried": len(outcome.trials),
+            "deflated_sharpe": outcome.deflated_sharpe,
+            "by_split_and_horizon": metrics.drop(columns="model").to_dict("records"),
+        },
+        feature_manifest_sha256=hashlib.sha256((store.path / MANIFEST).read_bytes()).hexdigest(),
+        data_range=(store.manifest["date_range"][0], store.manifest["date_range"][1]),
+    )
+    stage = "production" if registry.stage_version(name, "production") is None else "staging"
+    registry.promote(name, version.version, stage)
+    return version.version, stage
+
+
+def beats_baselines(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """Per network and horizon: its Rank IC against the best baseline's, on ``split``."""
+    on = metrics[metrics.split == split]
+    best_baseline = on[on.model.isin(BASELINES)].groupby("horizon")["rank_ic"].max()
+    networks = on[~on.model.isin(BASELINES)].set_index(["model", "horizon"])["rank_ic"]
+    frame = networks.to_frame("rank_ic").reset_index()
+    frame["best_baseline_rank_ic"] = frame["horizon"].map(best_baseline)
+    frame["beats_baselines"] = frame["rank_ic"] > frame["best_baseline_rank_ic"]
+    return frame
