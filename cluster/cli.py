@@ -9,8 +9,9 @@ from pathlib import Path
 from rayfolio.cluster.config import ConfigError, RunConfig, load_config
 from rayfolio.data.schema import PanelValidationError
 from rayfolio.data.store import FeatureStoreError
+from rayfolio.training.registry import RegistryError
 
-EXPECTED_ERRORS = (ConfigError, PanelValidationError, FeatureStoreError)
+EXPECTED_ERRORS = (ConfigError, PanelValidationError, FeatureStoreError, RegistryError)
 
 
 def _horizons(text: str) -> tuple[int, ...]:
@@ -44,6 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--assets", type=int, help="synthetic: number of assets")
     prepare.add_argument("--days", type=int, help="synthetic: number of business days")
     prepare.add_argument("--seed", type=int, help="synthetic: random seed")
+    models = commands.add_parser("models", help="model catalog and registry")
+    model_commands = models.add_subparsers(dest="models_command", required=True, metavar="MODELS_COMMAND")
+
+    def registry_arg(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--registry", type=Path, help="registry directory (default: RAYFOLIO_REGISTRY, else runs/registry)"
+        )
+        p.add_argument("--config", type=Path, help="run config whose registry to use")
+        return p
+
+    registry_arg(model_commands.add_parser("list", help="model families and registered versions"))
+    promote = registry_arg(model_commands.add_parser("promote", help="point a stage at a version"))
+    promote.add_argument("name", help="registered model, e.g. lstm-forecaster")
+    promote.add_argument("version", help="version, e.g. v0002")
+    promote.add_argument("--stage", default="production", choices=["production", "staging"])
+    rollback = registry_arg(model_commands.add_parser("rollback", help="point a stage back at its previous version"))
+    rollback.add_argument("name")
+    rollback.add_argument("--stage", default="production", choices=["production", "staging"])
+
     show = data_commands.add_parser("show", help="summary and feature statistics of a feature store")
     show.add_argument("store", type=Path, nargs="?", help="store directory (default: the config's run store)")
     show.add_argument("--config", type=Path, help="run config whose store to show (default: the quickstart)")
@@ -88,6 +108,61 @@ def _show(args: argparse.Namespace) -> None:
     print(table(store.coverage()))
 
 
+def _registry(args: argparse.Namespace):
+    from rayfolio.training.registry import ModelRegistry
+
+    if args.registry is not None:
+        return ModelRegistry(args.registry)
+    configured = load_config(args.config).registry if args.config else None
+    return ModelRegistry(configured or ModelRegistry.default_root())
+
+
+def _models(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from rayfolio.cluster.report import table
+    from rayfolio.training.catalog import CATALOG
+
+    registry = _registry(args)
+    if args.models_command == "promote":
+        registry.promote(args.name, args.version, args.stage)
+        print(f"{args.name}: {args.stage} -> {args.version}")
+        return
+    if args.models_command == "rollback":
+        print(f"{args.name}: {args.stage} -> {registry.rollback(args.name, args.stage)}")
+        return
+    for spec in CATALOG.values():
+        print(f"\n{spec.family}: {spec.summary}")
+        print(f"  use cases:      {'; '.join(spec.use_cases)}")
+        print(f"  strengths:      {'; '.join(spec.strengths)}")
+        print(f"  weaknesses:     {'; '.join(spec.weaknesses)}")
+        print(f"  latency:        {spec.latency_class}")
+        print(f"  data needs:     {spec.data_needs}")
+        print(f"  explainability: {spec.explainability}")
+        print(f"  defaults:       {spec.default_hyperparameters()}")
+        print(f"  references:     {'; '.join(spec.references)}")
+    rows = []
+    for name in registry.models():
+        stages = {registry.stage_version(name, s): s for s in ("staging", "production")}
+        for version in registry.versions(name):
+            info = registry.get(name, version)
+            rows.append(
+                {
+                    "model": name,
+                    "version": version,
+                    "stage": stages.get(version, ""),
+                    "validation Rank IC": info.metrics.get("validation_rank_ic_search"),
+                    "configurations tried": info.metrics.get("configurations_tried"),
+                    "deflated Sharpe": info.metrics.get("deflated_sharpe"),
+                    "created": info.manifest["created_at"],
+                }
+            )
+    print(f"\nregistry {registry.root}:")
+    print(
+        table(pd.DataFrame(rows), index=False) if rows else "  (no registered versions yet: `rayfolio run` trains some)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -99,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             _prepare(args)
         elif args.command == "data" and args.data_command == "show":
             _show(args)
+        elif args.command == "models":
+            _models(args)
     except EXPECTED_ERRORS as err:
         print(f"rayfolio: error: {err}", file=sys.stderr)
         return 2

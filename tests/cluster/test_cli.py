@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,11 @@ def test_quickstart_yaml_is_the_builtin_default():
     load_config(REPO / "configs" / "full.yaml")  # parses and validates
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["data"], ["data", "prepare"], ["data", "show"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["data"], ["data", "prepare"], ["data", "show"], ["models", "list"], ["models", "promote"],
+     ["models", "rollback"]],
+)  # fmt: skip
 def test_every_command_prints_help(command):
     done = subprocess.run([sys.executable, "-m", "rayfolio.cluster.cli", *command, "--help"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -98,6 +103,16 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert set(forecasts["model"]) == {"lstm", "gat", "momentum_12_1", "reversal_5d", "ridge"}
     assert set(forecasts["split"]) == {"validation", "test"} and set(forecasts["horizon"]) == {5, 20}
     assert ModelRegistry(tmp_path / "registry").stage_version("gat-forecaster") == "v0001"
+    # The models commands on that registry.
+    capsys.readouterr()
+    registry = ["--registry", str(tmp_path / "registry")]
+    assert main(["models", "list", *registry]) == 0
+    listed = capsys.readouterr().out
+    assert "transformer: Transformer encoder" in listed
+    assert re.search(r"\| gat-forecaster\s+\| v0001\s+\| production\s+\|", listed), listed
+    assert main(["models", "rollback", "gat-forecaster", *registry]) == 2
+    assert "no earlier production version" in capsys.readouterr().err
+    assert main(["models", "promote", "gat-forecaster", "v0001", "--stage", "staging", *registry]) == 0
     capsys.readouterr()
     assert main(["data", "show", "--config", str(tiny_run_config(tmp_path))]) == 0
     assert f"feature store: {run_dir / 'features'}" in capsys.readouterr().out
