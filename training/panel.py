@@ -8,6 +8,7 @@ never sees a price after t; labels are used only as targets.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,8 +98,10 @@ def standardize_cross_section(labels: np.ndarray) -> np.ndarray:
     Targets become "better or worse than today's other assets", which is what
     a ranking model needs and what removes the market's common move.
     """
-    mean = np.nanmean(labels, axis=-2, keepdims=True)
-    std = np.nanstd(labels, axis=-2, keepdims=True)
+    with warnings.catch_warnings():  # dates with no label at all (the panel's last h days) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(labels, axis=-2, keepdims=True)
+        std = np.nanstd(labels, axis=-2, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(std > 0, (labels - mean) / std, np.nan).astype(np.float32)
 
