@@ -205,6 +205,8 @@ def compute_symbol_features(
     prices = {k: np.asarray(cols[k], dtype=np.float64) for k in ("open", "high", "low", "close", "volume") if k in cols}
     data = SymbolData(prices)
     out: dict[str, np.ndarray] = {"date": np.asarray(cols["date"]), "symbol": np.asarray(cols["symbol"])}
+    if "sector" in cols:
+        out["sector"] = np.asarray(cols["sector"])
     with np.errstate(invalid="ignore", divide="ignore"):
         for feature in features:
             out[feature.name] = feature.compute(data)

@@ -54,6 +54,22 @@ def _top_k(win: np.ndarray, k: int) -> np.ndarray:
     return top
 
 
+def sector_neighbours(sectors: np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` other assets of the same sector per asset, (N,) -> (N, k).
+
+    Peers are taken in index order after the asset itself (wrapping around), so
+    the choice is fixed and spreads edges across the sector; an asset with fewer
+    than ``k`` peers fills the rest with self-loops.
+    """
+    n = len(sectors)
+    out = np.broadcast_to(np.arange(n)[:, None], (n, k)).copy()
+    for label in np.unique(sectors):
+        members = np.flatnonzero(sectors == label)  # a loop over sectors, not rows
+        for j in range(1, min(k, len(members) - 1) + 1):
+            out[members, j - 1] = np.roll(members, -j)
+    return out
+
+
 def edge_index(neighbours: np.ndarray) -> np.ndarray:
     """(N, k) neighbour table -> (2, N*k) edges, neighbour -> asset (source, target)."""
     n, k = neighbours.shape

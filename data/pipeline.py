@@ -17,7 +17,7 @@ import ray.data
 from ray.data.context import ShuffleStrategy
 
 from rayfolio.data.features import FeatureDef, available_features, compute_symbol_features
-from rayfolio.data.schema import ROW, SOURCE, PanelValidationError
+from rayfolio.data.schema import ROW, SECTOR, SOURCE, PanelValidationError
 from rayfolio.data.sources import PanelDatasource, PanelSource, symbols_partition_units
 
 
@@ -44,6 +44,16 @@ class SymbolFeatures:
                 column="date",
                 date=str(dates[b]),
                 symbol=str(rows["symbol"][b]),
+            )
+        if SECTOR in rows and len(changed := np.flatnonzero(rows[SECTOR][1:] != rows[SECTOR][:-1])):
+            i = int(changed[0]) + 1
+            raise PanelValidationError(
+                self.source.location(int(rows[SOURCE][i]), int(rows[ROW][i])),
+                f"sector changes within a symbol (was {rows[SECTOR][i - 1]!r})",
+                column=SECTOR,
+                date=str(dates[i]),
+                symbol=str(rows["symbol"][i]),
+                value=str(rows[SECTOR][i]),
             )
         return compute_symbol_features(rows, self.features, self.horizons)
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 PRICE_COLUMNS = ("open", "high", "low", "close")
 VOLUME = "volume"
 VALUE_COLUMNS = (*PRICE_COLUMNS, VOLUME)
+SECTOR = "sector"  # optional text column of a long panel, constant per symbol (graph edges)
 ROW = "_row"  # provenance: CSV line number or Parquet row number, kept until features are built
 SOURCE = "_source"  # provenance: index of the input file in the source's file list
 
@@ -270,6 +271,15 @@ def normalize_table(table: pa.Table, file: str, *, is_csv: bool, source_index: i
             if column in names:
                 cols[column] = _numeric(table.column(column), rows, column)
         check_values(cols, rows)
+        if SECTOR in names:
+            sector_col = table.column(SECTOR).combine_chunks().cast(pa.string())
+            # CSV reads an empty text cell as "", not null: both are missing.
+            sectors = np.asarray(
+                pc.utf8_trim_whitespace(sector_col.fill_null("")).to_numpy(zero_copy_only=False), dtype=str
+            )
+            if (i := _first(sectors == "")) is not None:
+                raise PanelValidationError(rows.at(i), "sector is missing", column=SECTOR, symbol=str(symbols[i]))
+            cols[SECTOR] = sectors
         row_index = np.arange(table.num_rows)
     else:  # wide: every other column is one symbol's close
         symbol_names = [n for n in names if n != "date"]
@@ -307,6 +317,7 @@ def normalize_table(table: pa.Table, file: str, *, is_csv: bool, source_index: i
     arrays = {
         "date": pa.array(cols["date"], type=pa.date32()),
         "symbol": pa.array(cols["symbol"], type=pa.string()),
+        **({SECTOR: pa.array(cols[SECTOR], type=pa.string())} if SECTOR in cols else {}),
         **{c: pa.array(cols[c], type=pa.float64()) for c in VALUE_COLUMNS if c in cols},
         SOURCE: pa.array(np.full(len(cols["date"]), source_index, dtype=np.int32)),
         ROW: pa.array(np.asarray(row_index, dtype=np.int64)),

@@ -31,6 +31,7 @@ from ray.data.datasource import Datasource, ReadTask
 
 from rayfolio.data.schema import (
     ROW,
+    SECTOR,
     SOURCE,
     VALUE_COLUMNS,
     Location,
@@ -105,6 +106,11 @@ class FileSource:
             )
 
     @cached_property
+    def has_sector(self) -> bool:
+        """Every file is long format with a sector column."""
+        return all({"symbol", SECTOR} <= _header(self.filesystem, f) for f in self.files)
+
+    @cached_property
     def value_columns(self) -> frozenset[str]:
         """Value columns every file has (a wide file has only ``close``).
 
@@ -154,6 +160,8 @@ class SyntheticSource:
     @property
     def value_columns(self) -> frozenset[str]:
         return frozenset(VALUE_COLUMNS)
+
+    has_sector = True
 
     def unit_symbols(self, unit: int) -> frozenset[str]:
         stop = min(unit + self.assets_per_unit, self.config.n_assets)
@@ -343,7 +351,8 @@ class PanelDatasource(Datasource):
         self.source = source
         self.per_symbol_step = per_symbol_step
         # One schema for every block: the columns all units share, in a fixed order.
-        self.columns = ["date", "symbol", *(c for c in VALUE_COLUMNS if c in value_columns), SOURCE, ROW]
+        sector = [SECTOR] if source.has_sector else []
+        self.columns = ["date", "symbol", *sector, *(c for c in VALUE_COLUMNS if c in value_columns), SOURCE, ROW]
 
     def get_name(self) -> str:
         return "ReadPanel"

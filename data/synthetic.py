@@ -104,6 +104,7 @@ def generate_assets(cfg: SyntheticPanelConfig, assets: np.ndarray, state: Market
                 {
                     "date": pa.array(state.dates, type=pa.date32()),
                     "symbol": pa.array([symbol_name(int(i), cfg)] * t, type=pa.string()),
+                    "sector": pa.array([f"S{sector}"] * t, type=pa.string()),
                     "open": open_,
                     "high": high,
                     "low": low,

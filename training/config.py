@@ -29,6 +29,7 @@ class TrainConfig(BaseModel):
     train_stride: int = Field(1, ge=1)  # keep every n-th training date (quick runs)
     graph_k: int = Field(4, ge=1)
     graph_lookback: int = Field(60, ge=5)
+    graph_sector_k: int = Field(2, ge=0)  # same-sector neighbours, when the data has a sector column
     seed: int = 0
 
     def model_kwargs(self, n_features: int, n_horizons: int) -> dict:

@@ -28,6 +28,7 @@ class Panel:
     features: np.ndarray  # (T, N, F) float32, raw store values
     labels: np.ndarray  # (T, N, H) float32, forward log returns
     next_returns: np.ndarray  # (T, N) float64, simple return from t to t+1
+    sectors: np.ndarray | None = None  # (N,) str when the store carries a sector column
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, feature_names: tuple[str, ...], horizons: tuple[int, ...]) -> Panel:
@@ -47,7 +48,12 @@ class Panel:
         # ret_1 at t+1 is the log return from t to t+1 on each symbol's own calendar.
         next_log = frame.groupby("symbol", sort=False)["ret_1"].shift(-1).to_numpy()
         one_day[t, n] = np.expm1(next_log)
-        return cls(dates, symbols, tuple(feature_names), tuple(horizons), dense(list(feature_names)), labels, one_day)
+        sectors = None
+        if "sector" in frame.columns:
+            sectors = frame.groupby("symbol")["sector"].first().reindex(symbols).to_numpy().astype(str)
+        return cls(
+            dates, symbols, tuple(feature_names), tuple(horizons), dense(list(feature_names)), labels, one_day, sectors
+        )
 
     @classmethod
     def from_store(cls, store: FeatureStore) -> Panel:

@@ -116,7 +116,7 @@ def _register(
             "normalizer": data.normalizer.to_dict(),
             "feature_names": list(data.feature_names),
             "horizons": list(data.horizons),
-            "graph": {"k": config.graph_k, "lookback": config.graph_lookback},
+            "graph": {"k": config.graph_k, "lookback": config.graph_lookback, "sector_k": config.graph_sector_k},
         },
         {
             "validation_rank_ic_search": outcome.best.val_rank_ic,

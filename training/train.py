@@ -24,7 +24,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from rayfolio.data.graph import correlation_neighbours
+from rayfolio.data.graph import correlation_neighbours, sector_neighbours
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.training.config import ScalingOptions, TrainConfig
 from rayfolio.training.metrics import daily_rank_ic
@@ -57,12 +57,18 @@ def prepare_training_data(panel: Panel, splitter: PurgedDateSplitter, config: Tr
     train_rows = panel.date_index(parts["train"])
     normalizer = Normalizer.fit(panel.features[train_rows])
     returns = panel.features[..., panel.feature_names.index("ret_1")]
+    neighbours = correlation_neighbours(returns, config.graph_k, config.graph_lookback)  # (T, N, k)
+    if panel.sectors is not None and config.graph_sector_k > 0:
+        by_sector = sector_neighbours(panel.sectors, config.graph_sector_k)  # (N, s), the same every date
+        neighbours = np.concatenate(
+            [neighbours, np.broadcast_to(by_sector, (len(neighbours), *by_sector.shape))], axis=2
+        )
     return TrainingData(
         scaled=normalizer.transform(panel.features),
         targets=standardize_cross_section(panel.labels),
         labels=panel.labels,
         next_returns=panel.next_returns,
-        neighbours=correlation_neighbours(returns, config.graph_k, config.graph_lookback),
+        neighbours=neighbours,
         train_idx=sample_dates(panel, parts["train"], config.window)[:: config.train_stride],
         val_idx=sample_dates(panel, parts["validation"], config.window),
         normalizer=normalizer,

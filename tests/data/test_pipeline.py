@@ -29,7 +29,9 @@ def canonical(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["date"] = pd.to_datetime(frame["date"])
     frame["symbol"] = frame["symbol"].astype(str)
-    values = [c for c in frame.columns if c not in ("date", "symbol")]
+    if "sector" in frame:
+        frame["sector"] = frame["sector"].astype(str)
+    values = [c for c in frame.columns if c not in ("date", "symbol", "sector")]
     frame[values] = frame[values].astype("float64")  # Ray hands back Arrow-backed dtypes
     return frame.sort_values(["symbol", "date"], ignore_index=True)
 
@@ -140,7 +142,7 @@ def test_store_manifest_and_checksums(tmp_path, ray_session):
     assert store.dataset().count() == summary.rows  # the Ray view training reads
     frame = store.to_pandas(start="2000-06-01", end="2000-06-30")
     assert frame["date"].between("2000-06-01", "2000-06-30").all() and frame["symbol"].nunique() == 6
-    assert set(manifest["columns"]) == {"date", "symbol", *store.feature_names, *store.label_names}
+    assert set(manifest["columns"]) == {"date", "symbol", "sector", *store.feature_names, *store.label_names}
     # Tampering with a part is caught.
     part = out / next(iter(manifest["files"]))
     part.write_bytes(part.read_bytes()[:-8] + b"tampered")

@@ -191,3 +191,20 @@ def test_mixed_time_zones_across_files(tmp_path, ray_session):
     csv_with(tmp_path, "2020-01-02T00:00:00-05:00,BBB,20,21,19,20.5,500", name="b.csv")
     message = str(refused(tmp_path / "in", tmp_path))
     assert "b.csv, line 2" in message and "mixed time zones" in message and "a.csv, line 2" in message
+
+
+def test_sector_must_be_constant_per_symbol_and_present(tmp_path, ray_session):
+    header = "date,symbol,sector,close\n"
+    path = csv_with(tmp_path, "2020-01-02,AAA,tech,10", "2020-01-03,AAA,energy,11", header=header)
+    message = str(refused(path, tmp_path))
+    assert "line 3 (2020-01-03, AAA), column 'sector': sector changes within a symbol" in message
+    path = csv_with(tmp_path, "2020-01-02,AAA,tech,10", "2020-01-03,AAA,,11", header=header, name="b.csv")
+    assert "sector is missing" in str(refused(path, tmp_path))
+
+
+def test_sector_is_carried_into_the_store(tmp_path, ray_session):
+    path = csv_with(tmp_path, "2020-01-02,AAA,tech,10", "2020-01-03,AAA,tech,11", "2020-01-02,BBB,energy,5",
+                    header="date,symbol,sector,close\n")  # fmt: skip
+    prepare_feature_store(file_source(str(path)), tmp_path / "store", (5,))
+    stored = FeatureStore(tmp_path / "store").to_pandas()
+    assert dict(zip(stored["symbol"], stored["sector"], strict=True)) == {"AAA": "tech", "BBB": "energy"}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from rayfolio.data.graph import correlation_neighbours, edge_index
+from rayfolio.data.graph import correlation_neighbours, edge_index, sector_neighbours
 from rayfolio.training.models import MODEL_FAMILIES, build_model
 from rayfolio.training.panel import Normalizer, windows
 
@@ -87,3 +87,25 @@ def test_no_look_ahead_through_window_or_graph(family):
             return model(x, nb)
 
     torch.testing.assert_close(predict(changed_raw, changed_returns), predict(raw, returns), atol=0, rtol=0)
+
+
+def test_sector_neighbours_stay_in_sector_and_pad_with_self():
+    sectors = np.array(["a", "b", "a", "a", "c"])
+    nb = sector_neighbours(sectors, k=2)
+    assert nb.shape == (5, 2)
+    for i, row in enumerate(nb):
+        assert all(sectors[j] == sectors[i] for j in row)
+        assert (i in row) == (i in (1, 4))  # only the assets alone in their sector loop to themselves
+    assert set(nb[0]) == {2, 3}
+
+
+def test_training_graph_adds_sector_peers(tiny_panel, tiny_splitter):
+    from rayfolio.training.config import TrainConfig
+    from rayfolio.training.train import prepare_training_data
+
+    assert tiny_panel.sectors is not None  # the synthetic panel carries sectors
+    config = TrainConfig(window=10, graph_k=3, graph_sector_k=2)
+    data = prepare_training_data(tiny_panel, tiny_splitter, config)
+    assert data.neighbours.shape[2] == 5
+    peers = data.neighbours[100, :, 3:]
+    assert (tiny_panel.sectors[peers] == tiny_panel.sectors[:, None]).all()
