@@ -140,11 +140,12 @@ def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> 
         ],
         "labels": [{"name": label_name(h), "horizon": h, "definition": label_definition(h)} for h in horizons],
         "point_in_time": "features at date t use rows dated <= t; label_fwd_<h>d at t uses t+1..t+h (trading days)",
-        "files": {p.name: _sha256(p) for p in parts},
+        "files": {p.name: sha256_file(p) for p in parts},
     }
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -202,7 +203,7 @@ class FeatureStore:
             part = self.path / name
             if not part.is_file():
                 raise FeatureStoreError(f"{part}: listed in {MANIFEST} but missing")
-            if _sha256(part) != expected:
+            if sha256_file(part) != expected:
                 raise FeatureStoreError(f"{part}: sha256 does not match {MANIFEST}")
 
     def to_pandas(

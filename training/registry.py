@@ -16,7 +16,6 @@ and names the file that does not match.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from rayfolio.data.store import sha256_file
 
 WEIGHTS, CONFIG, METRICS, MANIFEST, STAGES = "weights.pt", "config.json", "metrics.json", "manifest.json", "stages.json"
 STAGE_NAMES = ("production", "staging")
@@ -44,14 +45,6 @@ class ModelVersion:
     config: dict
     metrics: dict
     manifest: dict
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -105,7 +98,7 @@ class ModelRegistry:
             torch.save(state_dict, staging / WEIGHTS)
             (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             (staging / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            files = {f: _sha256(staging / f) for f in (WEIGHTS, CONFIG, METRICS)}
+            files = {f: sha256_file(staging / f) for f in (WEIGHTS, CONFIG, METRICS)}
             existing = self.versions(name)
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
             manifest = {
@@ -137,7 +130,7 @@ class ModelRegistry:
         for file, expected in manifest["files"].items():
             if not (path / file).is_file():
                 raise RegistryError(f"{path / file}: listed in {MANIFEST} but missing")
-            if _sha256(path / file) != expected:
+            if sha256_file(path / file) != expected:
                 raise RegistryError(f"{path / file}: sha256 does not match {MANIFEST}; refusing to load it")
         return ModelVersion(
             name,

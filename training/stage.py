@@ -3,7 +3,6 @@ the baselines, score validation and test, write forecasts, register models."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayfolio.data.splits import PurgedDateSplitter
-from rayfolio.data.store import MANIFEST, FeatureStore
+from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
 from rayfolio.training.baselines import RidgeBaseline, momentum_12_1, reversal_5d
 from rayfolio.training.config import Family, ScalingOptions, TrainConfig
 from rayfolio.training.evaluate import forecast_frame, metrics_table
@@ -124,7 +123,7 @@ def _register(
             "deflated_sharpe": outcome.deflated_sharpe,
             "by_split_and_horizon": metrics.drop(columns="model").to_dict("records"),
         },
-        feature_manifest_sha256=hashlib.sha256((store.path / MANIFEST).read_bytes()).hexdigest(),
+        feature_manifest_sha256=sha256_file(store.path / MANIFEST),
         data_range=(store.manifest["date_range"][0], store.manifest["date_range"][1]),
     )
     stage = "production" if registry.stage_version(name, "production") is None else "staging"

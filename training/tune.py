@@ -136,7 +136,7 @@ def search_family(
         run_config=tune.RunConfig(name=name, storage_path=str(storage)),
     )
     results = tuner.fit()
-    trials = []
+    trials, returns_by_trial = [], {}
     for result in results:
         if result.error is not None:
             continue
@@ -154,11 +154,10 @@ def search_family(
             TrialSummary(result.metrics["trial_id"], config.model_dump(), score, epoch + 1, path,
                          float(returns.mean() / sd) if sd > 0 else float("nan"))
         )  # fmt: skip
+        returns_by_trial[path] = returns
     if not trials:
         raise RuntimeError(f"every {base.family} trial failed; see {storage / name}")
     best = max(trials, key=lambda s: s.val_rank_ic)
     config, model, _ = load_checkpoint_model(best.checkpoint, data)
-    t = data.val_idx[data.val_idx >= config.window - 1]
-    best_returns = long_short_returns(predict(model, data, t, config.window)[..., 0], data.next_returns[t], cost_bps)
-    dsr = deflated_sharpe(best_returns, np.array([s.val_sharpe_per_day for s in trials]))
+    dsr = deflated_sharpe(returns_by_trial[best.checkpoint], np.array([s.val_sharpe_per_day for s in trials]))
     return SearchOutcome(base.family, best, trials, dsr, config, model)

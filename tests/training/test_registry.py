@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from rayfolio.data.store import sha256_file
 from rayfolio.training.catalog import CATALOG
 from rayfolio.training.models import MODEL_FAMILIES, build_model
 from rayfolio.training.registry import ModelRegistry, RegistryError
@@ -57,9 +58,7 @@ def test_weights_only_refuses_pickled_code(tmp_path):
 
     torch.save({"w": Payload()}, version.path / "weights.pt")
     manifest = json.loads((version.path / "manifest.json").read_text())
-    from rayfolio.training.registry import _sha256
-
-    manifest["files"]["weights.pt"] = _sha256(version.path / "weights.pt")  # an attacker who fixes the checksum too
+    manifest["files"]["weights.pt"] = sha256_file(version.path / "weights.pt")  # an attacker who fixes the checksum too
     (version.path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="Weights only load failed"):
         registry.load_weights(registry.get("lstm-forecaster", "v0001"))
