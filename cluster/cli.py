@@ -36,6 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     run = common(commands.add_parser("run", help="the main job: every stage end to end, then a report"))
     run.add_argument("--out", type=Path, help="feature store directory (default: runs/<name>/features)")
 
+    def stage_args(p: argparse.ArgumentParser, out: str) -> argparse.ArgumentParser:
+        p.add_argument("--store", type=Path, help="feature store (default: runs/<name>/features from `rayfolio run`)")
+        p.add_argument(
+            "--registry", type=Path, help="registry (default: the config's, RAYFOLIO_REGISTRY, runs/registry)"
+        )
+        p.add_argument(
+            "--forecasts", type=Path, help="forecasts.parquet for the top-k baseline (default: the run's, if any)"
+        )
+        p.add_argument("--out", type=Path, help=f"output directory (default: runs/<name>/{out})")
+        return p
+
+    stage_args(
+        common(commands.add_parser("rl", help="search PPO/SAC agents on Ray Tune, register them, backtest")), "rl"
+    )
+    stage_args(
+        common(
+            commands.add_parser("backtest", help="walk-forward backtest of the production agents against the baselines")
+        ),
+        "backtest",
+    )
+
     data = commands.add_parser("data", help="feature store commands")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     prepare = common(data_commands.add_parser("prepare", help="build a feature store on Ray Data"))
@@ -152,6 +173,7 @@ def _models(args: argparse.Namespace) -> None:
                     "version": version,
                     "stage": stages.get(version, ""),
                     "validation Rank IC": info.metrics.get("validation_rank_ic_search"),
+                    "validation Sharpe": info.metrics.get("validation_sharpe"),
                     "configurations tried": info.metrics.get("configurations_tried"),
                     "deflated Sharpe": info.metrics.get("deflated_sharpe"),
                     "created": info.manifest["created_at"],
@@ -163,6 +185,51 @@ def _models(args: argparse.Namespace) -> None:
     )
 
 
+def _allocation(args: argparse.Namespace) -> None:
+    """``rayfolio rl`` and ``rayfolio backtest`` on an existing feature store."""
+    from rayfolio.cluster.main_job import COMPARISON, _allocation_section, backtest_section
+    from rayfolio.cluster.report import Report, table
+    from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.data.splits import PurgedDateSplitter
+    from rayfolio.data.store import FeatureStore
+    from rayfolio.rl.market import MarketData
+    from rayfolio.rl.stage import backtest, load_agents, run_allocation
+    from rayfolio.training.panel import Panel
+    from rayfolio.training.registry import ModelRegistry
+
+    config = load_config(args.config)
+    store = FeatureStore(args.store or config.run_dir / "features")
+    store.verify()
+    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
+    if args.registry is not None:
+        registry = ModelRegistry(args.registry)
+    else:
+        registry = ModelRegistry(config.registry or ModelRegistry.default_root())
+    forecasts = args.forecasts or config.run_dir / "forecasts.parquet"
+    if args.forecasts is not None and not forecasts.is_file():
+        raise ConfigError(f"{forecasts}: no such forecasts file")
+    out = (args.out or config.run_dir / args.command).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(f"rayfolio {args.command} '{config.name}'")
+    if args.command == "rl":
+        with ray_connection(config.ray, args.address):
+            stage = run_allocation(
+                store, splitter, config.allocation, out, registry, source=config.data.source, forecasts_path=forecasts
+            )
+        _allocation_section(report, stage, config, out)
+        result = stage.backtest
+    else:
+        panel = Panel.from_store(store)
+        agents, loaded = load_agents(registry, panel, splitter, config.allocation)
+        market = MarketData.from_panel(panel, splitter, config.allocation.env.features)
+        result, notes = backtest(
+            market, config.allocation, agents, source=config.data.source, forecasts_path=forecasts, out=out
+        )
+        backtest_section(report, result, (*loaded, *notes), config, out)
+    print(table(result.metrics[COMPARISON], floatfmt=".3f"))
+    print(f"report: {report.write(out / 'report.md')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -170,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
             from rayfolio.cluster.main_job import run_main_job
 
             run_main_job(load_config(args.config), address=args.address, store_dir=args.out)
+        elif args.command in ("rl", "backtest"):
+            _allocation(args)
         elif args.command == "data" and args.data_command == "prepare":
             _prepare(args)
         elif args.command == "data" and args.data_command == "show":

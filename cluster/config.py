@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rayfolio.data.config import DataConfig
 from rayfolio.data.splits import SplitConfig
+from rayfolio.rl.config import AllocationConfig
 from rayfolio.training.stage import ForecastersConfig
 
 
@@ -39,6 +40,7 @@ class RunConfig(BaseModel):
         test_start=dt.date(2017, 1, 1),
     )
     forecasters: ForecastersConfig = ForecastersConfig()
+    allocation: AllocationConfig = AllocationConfig()
     registry: Path | None = None  # None: RAYFOLIO_REGISTRY, else runs/registry
     ray: RayConfig = RayConfig()
 

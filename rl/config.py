@@ -1,0 +1,87 @@
+"""Typed configs of the allocation stage: environment, agents, backtest."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Algorithm = Literal["ppo", "sac"]
+
+# Few, slow-moving, comparable-across-assets features: the policy sees a
+# window of them for every asset, so each one costs window x assets inputs.
+DEFAULT_ENV_FEATURES = ("ret_1", "ret_5", "ret_20", "vol_20", "rsi_14", "mdd_60")
+
+
+class EnvConfig(BaseModel):
+    """``PortfolioEnv``: what the agent sees, how it trades, what it is paid."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    features: tuple[str, ...] = DEFAULT_ENV_FEATURES
+    window: int = Field(20, ge=1)  # trading days of features per observation
+    rebalance_every: int = Field(21, ge=1)  # trading days per step (21: monthly), the backtest's calendar too
+    episode_steps: int = Field(24, ge=1)  # steps per training episode (24 monthly steps: two years)
+    cost_bps: float = Field(10.0, ge=0)  # per unit of turnover, charged on the traded amount
+    risk_penalty: Literal["none", "variance", "drawdown"] = "none"
+    risk_coef: float = Field(0.0, ge=0)
+    allow_short: bool = False  # long-only by default
+    gross_limit: float = Field(1.5, ge=1.0)  # sum of |risky weights| when shorting is allowed
+
+
+class AlgorithmSearch(BaseModel):
+    """One algorithm's Tune search: random hyperparameters x a grid of seeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timesteps: int = Field(20_000, ge=1)  # environment steps per trial
+    evaluations: int = Field(4, ge=1)  # validation checkpoints per trial (tune.report each)
+    num_samples: int = Field(2, ge=1)  # hyperparameter draws; each runs once per seed
+    seeds: tuple[int, ...] = (0, 1)
+    lr: tuple[float, float] = (1e-4, 1e-3)  # log-uniform
+    gamma: tuple[float, ...] = (0.9, 0.99)
+    net_arch: tuple[int, ...] = (64, 64)
+    asset_embedding: int = Field(8, ge=1)  # per-asset window embedding width (shared across assets)
+    n_envs: int = Field(4, ge=1)
+    # PPO
+    n_steps: tuple[int, ...] = (128, 256)  # per env and rollout
+    batch_size: int = Field(256, ge=2)
+    n_epochs: int = Field(5, ge=1)
+    ent_coef: tuple[float, float] = (0.0, 0.01)
+    # SAC
+    buffer_size: int = Field(50_000, ge=1)
+    gradient_steps: int = Field(1, ge=1)  # per env step of all envs together
+    learning_starts: int = Field(500, ge=0)
+
+
+class AgentsConfig(BaseModel):
+    """The agents the main job trains and how it searches them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithms: tuple[Algorithm, ...] = ("ppo", "sac")
+    ppo: AlgorithmSearch = AlgorithmSearch()
+    sac: AlgorithmSearch = AlgorithmSearch(timesteps=6_000, evaluations=3, lr=(3e-4, 1e-3), seeds=(0,), n_envs=4)
+    cpus_per_trial: float = Field(1.0, gt=0)
+    max_concurrent_trials: int | None = None  # None: as many as the cluster's CPUs hold
+
+
+class BacktestConfig(BaseModel):
+    """Baselines and the walk-forward test."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lookback: int = Field(252, ge=20)  # trading days of past returns behind every estimator refit
+    top_k: int = Field(5, ge=1)  # assets held by the forecast-driven portfolio
+    index: str | None = "auto"  # "auto": the S&P 500 index when the source is sp500; a CSV/Parquet path; null
+    bootstrap_samples: int = Field(2_000, ge=100)
+    bootstrap_block: int = Field(10, ge=1)  # mean block length (days) of the stationary bootstrap
+    seed: int = 0
+
+
+class AllocationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: EnvConfig = EnvConfig()
+    agents: AgentsConfig = AgentsConfig()
+    backtest: BacktestConfig = BacktestConfig()

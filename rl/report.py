@@ -1,0 +1,141 @@
+"""Backtest output (DESIGN.md): metrics.json, returns.parquet, weights.parquet
+and plots, every file written beside its final name and renamed into place."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs on servers and in CI without a display
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+
+from rayfolio.rl.backtest import StrategyRun
+from rayfolio.rl.config import BacktestConfig
+from rayfolio.rl.measures import performance
+
+BENCHMARK = "equal_weight"  # the information ratio's reference
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    metrics: pd.DataFrame  # one row per strategy, sorted by Sharpe
+    returns: pd.DataFrame  # daily net returns, one column per strategy
+    weights: pd.DataFrame  # long: date, strategy, symbol, weight (targets at rebalance dates)
+    plots: tuple[Path, ...]
+    files: tuple[Path, ...]
+
+
+def score_runs(runs: dict[str, StrategyRun], config: BacktestConfig) -> pd.DataFrame:
+    """Metrics per strategy over the dates every strategy has (the index may start later)."""
+    returns = pd.concat({name: run.returns for name, run in runs.items()}, axis=1).dropna()
+    benchmark = returns[BENCHMARK].to_numpy() if BENCHMARK in returns else None
+    rows = {}
+    for name, run in runs.items():
+        rows[name] = performance(
+            returns[name].to_numpy(),
+            costs=run.costs.reindex(returns.index).to_numpy(),
+            turnover=run.turnover.to_numpy(),
+            benchmark=benchmark,
+            bootstrap_samples=config.bootstrap_samples,
+            bootstrap_block=config.bootstrap_block,
+            seed=config.seed,
+        )
+    return pd.DataFrame.from_dict(rows, orient="index").sort_values("sharpe", ascending=False)
+
+
+def write_backtest(runs: dict[str, StrategyRun], config: BacktestConfig, out: Path) -> BacktestResult:
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = score_runs(runs, config)
+    returns = pd.concat({name: run.returns for name, run in runs.items()}, axis=1)
+    weights = pd.concat(
+        [
+            run.weights.rename_axis(columns="symbol").stack().rename("weight").reset_index().assign(strategy=name)
+            for name, run in runs.items()
+        ],
+        ignore_index=True,
+    )[["date", "strategy", "symbol", "weight"]]
+    files = (
+        _atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(_json_ready(metrics), indent=2) + "\n")),
+        _atomic(out / "returns.parquet", lambda p: returns.to_parquet(p)),
+        _atomic(out / "weights.parquet", lambda p: weights.to_parquet(p, index=False)),
+    )
+    plots = (
+        _equity(returns, out / "plots" / "equity_curves.png"),
+        _drawdowns(returns, out / "plots" / "drawdowns.png"),
+        _weights(runs, out / "plots" / "weights_over_time.png"),
+    )
+    return BacktestResult(metrics, returns, weights, plots, files)
+
+
+def _json_ready(metrics: pd.DataFrame) -> dict:
+    return {
+        name: {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+        for name, row in metrics.to_dict("index").items()
+    }
+
+
+def _atomic(path: Path, write) -> Path:
+    partial = path.with_name(f".{path.name}.partial")
+    write(partial)
+    os.replace(partial, path)
+    return path
+
+
+def _equity(returns: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for name in returns:
+        ax.plot((1 + returns[name].dropna()).cumprod(), label=name, lw=1.8 if name in ("ppo", "sac") else 1.0)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_ylabel("value of 1 invested (log scale), after costs")
+    ax.set_title("Test period: equity curves")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _drawdowns(returns: pd.DataFrame, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for name in returns:
+        value = (1 + returns[name].dropna()).cumprod()
+        ax.plot(value / np.maximum(value.cummax(), 1.0) - 1, label=name, lw=1.0)
+    ax.set_ylabel("drawdown")
+    ax.set_title("Test period: drawdowns from the running peak")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _weights(runs: dict[str, StrategyRun], path: Path) -> Path:
+    shown = [name for name, run in runs.items() if run.weights.shape[1] > 2]  # not the one-asset index
+    fig, axes = plt.subplots(len(shown), 1, figsize=(11, 1.6 * len(shown) + 0.8), sharex=True, squeeze=False)
+    columns = runs[shown[0]].weights.columns if shown else []
+    colours = [*plt.get_cmap("tab20").colors, (0.85, 0.85, 0.85)]  # cash last, in grey when N <= 20
+    colours = [colours[i % 20] for i in range(len(columns) - 1)] + [colours[-1]]
+    for ax, name in zip(axes[:, 0], shown, strict=True):
+        weights = runs[name].weights.clip(lower=0)
+        ax.stackplot(weights.index, weights.T.to_numpy(), labels=weights.columns, colors=colours, step="post")
+        ax.set_ylim(0, max(1.0, float(weights.sum(axis=1).max())))
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center right", fontsize=7, frameon=False)
+    fig.suptitle("Target weights at each rebalance (cash in grey)")
+    fig.subplots_adjust(left=0.07, right=0.88, top=0.95, bottom=0.04, hspace=0.15)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

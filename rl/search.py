@@ -1,0 +1,181 @@
+"""Agents under Ray Tune: each trial trains one SB3 agent (one hyperparameter
+draw, one seed) as a function trainable, evaluates it on the validation period
+after costs every ``timesteps / evaluations`` steps and reports the validation
+Sharpe with a checkpoint of the policy's weights. The chosen checkpoint is the
+best validation Sharpe over every trial and evaluation; its deflated Sharpe
+counts all of them as tries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import ray
+import torch
+from ray import tune
+from ray.tune.search import BasicVariantGenerator
+from stable_baselines3.common.policies import BasePolicy
+
+from rayfolio.rl.agents import build_agent, evaluate_agent, policy_kwargs, rebuild_policy
+from rayfolio.rl.config import Algorithm, AlgorithmSearch, EnvConfig
+from rayfolio.rl.market import MarketData
+from rayfolio.rl.measures import sharpe
+from rayfolio.training.metrics import deflated_sharpe
+
+POLICY_FILE, META_FILE = "policy.pt", "meta.json"
+
+
+@dataclass(frozen=True)
+class AgentSearchOutcome:
+    algorithm: str
+    params: dict  # the chosen trial's hyperparameters and seed
+    val_sharpe: float  # annualised, after costs, of the chosen checkpoint
+    timesteps: int  # of the chosen checkpoint
+    trials: pd.DataFrame  # one row per trial: hyperparameters, seed, best validation Sharpe, steps/s
+    deflated_sharpe: float
+    policy: BasePolicy
+    policy_kwargs: dict
+
+
+def draw_configurations(algorithm: Algorithm, search: AlgorithmSearch, seed: int) -> list[dict]:
+    """``num_samples`` hyperparameter draws, each repeated for every seed, so the
+    seeds of one draw differ only in their seed."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for sample in range(search.num_samples):
+        params = {
+            "sample": sample,
+            "lr": float(np.exp(rng.uniform(*np.log(search.lr)))),
+            "gamma": float(rng.choice(search.gamma)),
+        }
+        if algorithm == "ppo":
+            params |= {"n_steps": int(rng.choice(search.n_steps)), "ent_coef": float(rng.uniform(*search.ent_coef))}
+        out += [{**params, "seed": int(s)} for s in search.seeds]
+    return out
+
+
+def agent_trial(
+    config: dict,
+    *,
+    market: MarketData,
+    algorithm: Algorithm,
+    env: EnvConfig,
+    search: AlgorithmSearch,
+    threads: int,
+) -> None:
+    """One Tune trial. A restarted trial resumes from its last checkpoint's
+    policy weights (the optimiser and replay buffer start afresh)."""
+    torch.set_num_threads(threads)
+    params = config["trial"]
+    agent = build_agent(algorithm, params, market, env, search, params["seed"])
+    done = 0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            agent.policy.load_state_dict(torch.load(Path(directory) / POLICY_FILE, weights_only=True))
+            done = json.loads((Path(directory) / META_FILE).read_text())["evaluation"] + 1
+    chunk = math.ceil(search.timesteps / search.evaluations)
+    for evaluation in range(done, search.evaluations):
+        started = time.perf_counter()
+        agent.learn(chunk, reset_num_timesteps=False)
+        steps_per_s = chunk / (time.perf_counter() - started)
+        run = evaluate_agent(algorithm, agent.policy, market, env, market.splits["validation"])
+        returns = run.returns.to_numpy()
+        metrics = {
+            "val_sharpe": sharpe(returns),
+            "val_annual_return": float(np.prod(1 + returns) ** (252 / len(returns)) - 1),
+            "val_turnover_per_rebalance": float(run.turnover.mean()),
+            "timesteps": (evaluation + 1) * chunk,
+            "steps_per_s": steps_per_s,
+            "evaluation": evaluation,
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(agent.policy.state_dict(), Path(directory) / POLICY_FILE)
+            (Path(directory) / META_FILE).write_text(json.dumps({**metrics, "params": params}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def concurrent_trials(cpus_per_trial: float, requested: int | None) -> int:
+    if requested is not None:
+        return requested
+    return max(1, math.floor(ray.cluster_resources().get("CPU", 1) / cpus_per_trial))
+
+
+def search_agents(
+    market: MarketData,
+    algorithm: Algorithm,
+    env: EnvConfig,
+    search: AlgorithmSearch,
+    *,
+    cpus_per_trial: float,
+    max_concurrent: int | None,
+    storage: Path,
+    seed: int = 0,
+) -> AgentSearchOutcome:
+    configurations = draw_configurations(algorithm, search, seed)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            agent_trial,
+            market=market,
+            algorithm=algorithm,
+            env=env,
+            search=search,
+            threads=max(1, int(cpus_per_trial)),
+        ),
+        {"CPU": cpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search(configurations)},
+        tune_config=tune.TuneConfig(
+            metric="val_sharpe",
+            mode="max",
+            search_alg=BasicVariantGenerator(max_concurrent=concurrent_trials(cpus_per_trial, max_concurrent)),
+        ),
+        run_config=tune.RunConfig(
+            name=f"{algorithm}-search",
+            storage_path=str(storage.resolve()),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )
+    results = tuner.fit()
+    rows, candidates = [], []
+    for result in results:
+        params = result.config["trial"]
+        if result.error is not None or not result.best_checkpoints:
+            rows.append({**params, "best_val_sharpe": float("nan"), "status": "failed"})
+            continue
+        scored = [(m["val_sharpe"], c, m) for c, m in result.best_checkpoints if np.isfinite(m["val_sharpe"])]
+        candidates += scored
+        best = max((s for s, _, _ in scored), default=float("nan"))
+        rows.append(
+            {**params, "best_val_sharpe": best, "steps_per_s": result.metrics.get("steps_per_s"), "status": "ok"}
+        )
+    if not candidates:
+        raise RuntimeError(f"every {algorithm} trial failed; see {storage / f'{algorithm}-search'}")
+    score, checkpoint, metrics = max(candidates, key=lambda c: c[0])
+    kwargs = policy_kwargs(market, env, search)
+    policy = rebuild_policy(algorithm, market, env, kwargs)
+    with checkpoint.as_directory() as directory:
+        policy.load_state_dict(torch.load(Path(directory) / POLICY_FILE, weights_only=True))
+        params = json.loads((Path(directory) / META_FILE).read_text())["params"]
+    chosen = evaluate_agent(algorithm, policy, market, env, market.splits["validation"]).returns.to_numpy()
+    per_day = np.array([s for s, _, _ in candidates]) / math.sqrt(252)
+    return AgentSearchOutcome(
+        algorithm,
+        params,
+        float(score),
+        int(metrics["timesteps"]),
+        pd.DataFrame(rows),
+        deflated_sharpe(chosen, per_day),
+        policy,
+        kwargs,
+    )

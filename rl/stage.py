@@ -1,0 +1,252 @@
+"""The allocation stage of the main job: search PPO and SAC on Ray Tune,
+register the chosen agents, and backtest them against the baselines on the
+test period (touched once, here)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
+from rayfolio.rl.agents import AgentAllocator, rebuild_policy
+from rayfolio.rl.backtest import Allocator, StrategyRun, rebalance_dates, run_backtest, simulate
+from rayfolio.rl.baselines import (
+    BuyAndHold,
+    EqualWeight,
+    EstimatorAllocator,
+    TopKForecast,
+    forecast_scores,
+    hierarchical_risk_parity,
+    maximum_sharpe,
+    minimum_variance,
+)
+from rayfolio.rl.config import AllocationConfig, EnvConfig
+from rayfolio.rl.market import MarketData
+from rayfolio.rl.report import BacktestResult, write_backtest
+from rayfolio.rl.search import AgentSearchOutcome, search_agents
+from rayfolio.training.panel import Normalizer, Panel
+from rayfolio.training.registry import ModelRegistry, RegistryError
+from rayfolio.training.stage import BASELINES as FORECAST_BASELINES
+
+
+@dataclass(frozen=True)
+class AllocationStage:
+    backtest: BacktestResult
+    searches: dict[str, AgentSearchOutcome]
+    registered: dict[str, tuple[str, str]]  # model name -> (version, stage)
+    notes: tuple[str, ...]
+
+
+def run_allocation(
+    store: FeatureStore,
+    splitter: PurgedDateSplitter,
+    config: AllocationConfig,
+    run_dir: Path,
+    registry: ModelRegistry,
+    *,
+    source: str,
+    forecasts_path: Path | None,
+) -> AllocationStage:
+    panel = Panel.from_store(store)
+    market = MarketData.from_panel(panel, splitter, config.env.features)
+    searches = {}
+    for algorithm in config.agents.algorithms:
+        search = getattr(config.agents, algorithm)
+        print(
+            f"  searching {algorithm}: {search.num_samples} draws x {len(search.seeds)} seeds, "
+            f"{search.timesteps:,} steps each, on Ray Tune",
+            flush=True,
+        )
+        searches[algorithm] = search_agents(
+            market,
+            algorithm,
+            config.env,
+            search,
+            cpus_per_trial=config.agents.cpus_per_trial,
+            max_concurrent=config.agents.max_concurrent_trials,
+            storage=run_dir / "tune",
+            seed=config.backtest.seed,
+        )
+        o = searches[algorithm]
+        print(f"  {algorithm}: best validation Sharpe {o.val_sharpe:.2f}, deflated Sharpe {o.deflated_sharpe:.2f}")
+    registered = {
+        f"{algorithm}-allocator": register_agent(registry, store, market, config.env, outcome)
+        for algorithm, outcome in searches.items()
+    }
+    agents = [
+        AgentAllocator(algorithm, o.policy, market, config.env, market.splits["test"])
+        for algorithm, o in searches.items()
+    ]
+    result, notes = backtest(market, config, agents, source=source, forecasts_path=forecasts_path, out=run_dir)
+    return AllocationStage(result, searches, registered, notes)
+
+
+def backtest(
+    market: MarketData,
+    config: AllocationConfig,
+    agents: list[Allocator],
+    *,
+    source: str,
+    forecasts_path: Path | None,
+    out: Path,
+) -> tuple[BacktestResult, tuple[str, ...]]:
+    """Agents and every baseline over the test period, one calendar, one cost model."""
+    env, bt = config.env, config.backtest
+    k = env.rebalance_every
+    notes = []
+    estimators: list[EstimatorAllocator] = [
+        minimum_variance(market, k, bt.lookback),
+        maximum_sharpe(market, k, bt.lookback),
+        hierarchical_risk_parity(market, k, bt.lookback),
+    ]
+    allocators: list[Allocator] = [*agents, EqualWeight(market, k), *estimators]
+    signal = forecast_signal(forecasts_path, market, k)
+    if signal is None:
+        notes.append("No forecaster forecasts for the test period: the forecast-driven top-k portfolio is left out.")
+    else:
+        scores, description = signal
+        allocators.append(TopKForecast(market, scores, bt.top_k, k))
+        notes.append(f"forecast_top_k: equal weight in the top {bt.top_k} assets by {description}.")
+    period = market.splits["test"]
+    runs = run_backtest(allocators, market, period, k, env.cost_bps)
+    index = index_run(bt.index, source, market, period, k, env.cost_bps)
+    if index is not None:
+        runs[index.name] = index
+        notes.append("index_buy_hold: the S&P 500 index bought on the first test day (paying the cost) and held.")
+    for e in estimators:
+        if e.failures:
+            notes.append(
+                f"{e.name}: {len(e.failures)} refits failed and kept the previous weights (first: {e.failures[0]})."
+            )
+    return write_backtest(runs, bt, out), tuple(notes)
+
+
+def forecast_signal(
+    forecasts_path: Path | None, market: MarketData, horizon_days: int
+) -> tuple[np.ndarray, str] | None:
+    """The networks' ensemble forecast at the label horizon nearest the rebalance
+    period: the mean over networks of each date's cross-sectional z-score.
+    An ensemble, so nothing is chosen on the test period."""
+    if forecasts_path is None or not Path(forecasts_path).is_file():
+        return None
+    forecasts = pd.read_parquet(forecasts_path)
+    forecasts = forecasts[forecasts["split"] == "test"]
+    networks = sorted(set(forecasts["model"]) - set(FORECAST_BASELINES))
+    if not networks:
+        return None
+    horizons = sorted(forecasts["horizon"].unique())
+    horizon = int(min(horizons, key=lambda h: (abs(h - horizon_days), h)))
+    stacked = []
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # dates without forecasts stay NaN
+        for model in networks:
+            s = forecast_scores(forecasts, market, model, horizon)
+            stacked.append((s - np.nanmean(s, axis=1, keepdims=True)) / np.nanstd(s, axis=1, keepdims=True))
+        ensemble = np.nanmean(np.stack(stacked), axis=0)
+    return ensemble, f"the mean z-scored {horizon}-day forecast of {', '.join(networks)}"
+
+
+def index_returns(spec: str | None, source: str, market: MarketData) -> np.ndarray | None:
+    """(T,) daily simple returns of the benchmark index on the market's dates, or None."""
+    if spec is None or (spec == "auto" and source != "sp500"):
+        return None
+    if spec in ("auto", "sp500"):
+        from skfolio.datasets import load_sp500_index
+
+        prices = load_sp500_index().iloc[:, 0]
+    else:
+        path = Path(spec)
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if "date" not in frame.columns or frame.shape[1] != 2:
+            raise ValueError(f"{path}: an index file has two columns, 'date' and the index level")
+        prices = frame.set_index(pd.to_datetime(frame["date"])).drop(columns="date").iloc[:, 0].astype(float)
+        if (prices <= 0).any() or prices.isna().any():
+            raise ValueError(f"{path}: index levels must be positive numbers")
+    dates = pd.DatetimeIndex(market.dates)
+    aligned = prices.sort_index().reindex(prices.index.union(dates)).ffill().reindex(dates)
+    return aligned.pct_change().to_numpy()
+
+
+def index_run(
+    spec: str | None, source: str, market: MarketData, period: tuple[int, int], every: int, cost_bps: float
+) -> StrategyRun | None:
+    returns = index_returns(spec, source, market)
+    if returns is None:
+        return None
+    if not np.isfinite(returns[period[0] + 1 : period[1] + 1]).all():
+        raise ValueError("the index series does not cover the whole test period")
+    decisions = rebalance_dates(period[0], period[1], every)
+    return simulate(BuyAndHold(), returns[:, None], market.dates, np.array(["INDEX"]), decisions, period[1], cost_bps)
+
+
+# ----- registry ---------------------------------------------------------------------------------
+
+
+def register_agent(
+    registry: ModelRegistry, store: FeatureStore, market: MarketData, env: EnvConfig, outcome: AgentSearchOutcome
+) -> tuple[str, str]:
+    """The chosen policy's state_dict (never an SB3 .zip: that is pickled code) with
+    what rebuilding it needs; production if the model has none yet, else staging."""
+    name = f"{outcome.algorithm}-allocator"
+    version = registry.register(
+        name,
+        outcome.policy.state_dict(),
+        {
+            "algorithm": outcome.algorithm,
+            "policy_kwargs": outcome.policy_kwargs,
+            "env": env.model_dump(mode="json"),
+            "symbols": market.symbols.tolist(),
+            "feature_names": list(market.feature_names),
+            "normalizer": market.normalizer.to_dict(),
+            "params": outcome.params,
+        },
+        {
+            "validation_sharpe": outcome.val_sharpe,
+            "deflated_sharpe": outcome.deflated_sharpe,
+            "timesteps": outcome.timesteps,
+            "trials": outcome.trials.replace({np.nan: None}).to_dict("records"),
+        },
+        feature_manifest_sha256=sha256_file(store.path / MANIFEST),
+        data_range=(store.manifest["date_range"][0], store.manifest["date_range"][1]),
+    )
+    stage = "production" if registry.stage_version(name, "production") is None else "staging"
+    registry.promote(name, version.version, stage)
+    return version.version, stage
+
+
+def load_agents(
+    registry: ModelRegistry, panel: Panel, splitter: PurgedDateSplitter, config: AllocationConfig
+) -> tuple[list[AgentAllocator], list[str]]:
+    """The production allocators, each on a market built with its own stored
+    features and normaliser; checksums verified before any weight is read."""
+    agents, notes = [], []
+    for algorithm in config.agents.algorithms:
+        name = f"{algorithm}-allocator"
+        if registry.stage_version(name, "production") is None:
+            notes.append(f"{name}: no production version in {registry.root}; left out.")
+            continue
+        version = registry.get(name, stage="production")
+        stored = version.config
+        env = EnvConfig.model_validate(stored["env"])
+        if env.rebalance_every != config.env.rebalance_every or env.cost_bps != config.env.cost_bps:
+            raise RegistryError(
+                f"{name} {version.version} was trained to rebalance every {env.rebalance_every} days at "
+                f"{env.cost_bps} bps; this backtest uses {config.env.rebalance_every} days at {config.env.cost_bps} bps"
+            )
+        market = MarketData.from_panel(
+            panel, splitter, tuple(stored["feature_names"]), Normalizer.from_dict(stored["normalizer"])
+        )
+        if market.symbols.tolist() != stored["symbols"]:
+            raise RegistryError(
+                f"{name} {version.version} was trained on {stored['symbols']}; this store has {market.symbols.tolist()}"
+            )
+        policy = rebuild_policy(algorithm, market, env, stored["policy_kwargs"])
+        policy.load_state_dict(registry.load_weights(version))
+        agents.append(AgentAllocator(algorithm, policy, market, env, market.splits["test"]))
+        notes.append(f"{algorithm}: {name} {version.version} (production) from {registry.root}.")
+    return agents, notes
