@@ -107,9 +107,7 @@ class PortfolioEnv(gym.Env):
         self._penalised = config.risk_penalty != "none" and config.risk_coef > 0
         self._short, self._episode_steps = config.allow_short, config.episode_steps
         # Assets that cannot be held over [t, t+k] get a fixed excluded action value.
-        listed = (market.first[None, :] <= np.arange(len(market.dates))[:, None]) & (
-            market.last[None, :] >= np.arange(len(market.dates))[:, None] + k
-        )
+        listed = np.stack([market.tradable(t, k) for t in range(len(market.dates))]).reshape(-1, n)
         self._tradable = np.hstack([listed, np.ones((len(market.dates), 1), bool)])  # (T, N+1), cash always
         # Bounds from the data (features are winsorised, so finite); weights in the reachable range.
         bound = float(np.abs(self._flat).max()) if self._flat.size else 1.0

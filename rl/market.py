@@ -76,8 +76,9 @@ class MarketData:
         )
 
     def tradable(self, t: int, horizon: int = 1) -> np.ndarray:
-        """(N,) bool: assets with a price at t and still listed at t + horizon."""
-        return (self.first <= t) & (self.last >= t + horizon)
+        """(N,) bool: assets with a price at t and still listed at t + horizon
+        (or at the panel's last date, when the holding period runs past it)."""
+        return (self.first <= t) & (self.last >= min(t + horizon, len(self.dates) - 1))
 
     def growth(self, horizon: int) -> np.ndarray:
         """(T, N+1) gross growth of one unit held from t to t+horizon, cash last (1.0).

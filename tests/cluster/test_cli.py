@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def test_quickstart_yaml_is_the_builtin_default():
 @pytest.mark.parametrize(
     "command",
     [[], ["run"], ["data"], ["data", "prepare"], ["data", "show"], ["models", "list"], ["models", "promote"],
-     ["models", "rollback"]],
+     ["models", "rollback"], ["rl"], ["backtest"]],
 )  # fmt: skip
 def test_every_command_prints_help(command):
     done = subprocess.run([sys.executable, "-m", "rayfolio.cluster.cli", *command, "--help"],
@@ -81,6 +82,18 @@ def tiny_run_config(tmp_path: Path) -> Path:
             "train": {"hidden": 8, "window": 10, "epochs": 1, "train_stride": 4},
             "search": {"num_samples": 1, "hidden": [8], "layers": [1], "window": [10]},
         },
+        "allocation": {
+            "env": {"window": 10, "rebalance_every": 10, "episode_steps": 6},
+            "agents": {
+                "ppo": {"timesteps": 64, "evaluations": 1, "num_samples": 1, "seeds": [0], "n_envs": 2,
+                        "n_steps": [32], "batch_size": 32, "n_epochs": 1, "net_arch": [8], "asset_embedding": 2},
+                "sac": {"timesteps": 40, "evaluations": 1, "num_samples": 1, "seeds": [0], "n_envs": 2,
+                        "batch_size": 16, "buffer_size": 200, "learning_starts": 10, "net_arch": [8],
+                        "asset_embedding": 2},
+                "cpus_per_trial": 0.5,
+            },
+            "backtest": {"lookback": 60, "top_k": 2, "bootstrap_samples": 200},
+        },
     }  # fmt: skip
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -91,7 +104,8 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert main(["run", "--config", str(tiny_run_config(tmp_path))]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     printed = capsys.readouterr().out
-    assert "[1/2] data" in printed and "[2/2] forecasters" in printed and f"report: {run_dir / 'report.md'}" in printed
+    assert "[1/3] data" in printed and "[2/3] forecasters" in printed and "[3/3] allocation" in printed
+    assert f"report: {run_dir / 'report.md'}" in printed
     report = (run_dir / "report.md").read_text()
     assert "| train " in report and "| rsi_14 " in report and "Largest one-day moves" in report
     for plot in ("prices.png", "volatility_regimes.png"):
@@ -113,6 +127,20 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert main(["models", "rollback", "gat-forecaster", *registry]) == 2
     assert "no earlier production version" in capsys.readouterr().err
     assert main(["models", "promote", "gat-forecaster", "v0001", "--stage", "staging", *registry]) == 0
+    # The allocation stage: agents registered, backtest files, the comparison in the report.
+    assert "## Allocation agents" in report and "## Backtest (test period, after costs)" in report
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"ppo", "sac", "equal_weight", "min_variance", "max_sharpe", "hrp", "forecast_top_k"}
+    assert set(pd.read_parquet(run_dir / "returns.parquet").columns) == set(metrics)
+    assert (run_dir / "plots" / "equity_curves.png").stat().st_size > 10_000
+    assert re.search(r"\| ppo-allocator\s+\| v0001\s+\| production\s+\|", listed), listed
+    # `rayfolio backtest` on the run's store, registry and forecasts.
+    capsys.readouterr()
+    assert main(["backtest", "--config", str(tiny_run_config(tmp_path))]) == 0
+    backtest_report = (run_dir / "backtest" / "report.md").read_text()
+    assert "ppo-allocator v0001 (production)" in backtest_report and "| forecast_top_k " in backtest_report
+    again = json.loads((run_dir / "backtest" / "metrics.json").read_text())
+    assert again["ppo"]["sharpe"] == pytest.approx(metrics["ppo"]["sharpe"])  # the registered agent is the same
     capsys.readouterr()
     assert main(["data", "show", "--config", str(tiny_run_config(tmp_path))]) == 0
     assert f"feature store: {run_dir / 'features'}" in capsys.readouterr().out
@@ -128,4 +156,19 @@ def test_main_job_on_the_embedded_default(tmp_path, ray_session, monkeypatch):
     assert "166,260 rows, 20 symbols, 1990-01-02 .. 2022-12-28" in report
     assert "## Forecasters" in report
     registry = ModelRegistry(tmp_path / "runs" / "registry")
-    assert {"lstm-forecaster", "transformer-forecaster", "gat-forecaster"} <= set(registry.models())
+    assert {"lstm-forecaster", "transformer-forecaster", "gat-forecaster", "ppo-allocator", "sac-allocator"} <= set(
+        registry.models()
+    )
+    assert "## Backtest (test period, after costs)" in report and "| index_buy_hold " in report
+    metrics = json.loads((tmp_path / "runs" / "quickstart" / "metrics.json").read_text())
+    assert {
+        "ppo",
+        "sac",
+        "equal_weight",
+        "min_variance",
+        "max_sharpe",
+        "hrp",
+        "forecast_top_k",
+        "index_buy_hold",
+    } == set(metrics)
+    assert metrics["equal_weight"]["days"] == 1507
