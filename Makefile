@@ -26,6 +26,7 @@ lint: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python -m bench.env_throughput
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis
