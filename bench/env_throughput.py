@@ -65,7 +65,7 @@ def market(window: int) -> MarketData:
     panel = Panel.from_frame(frame, names, (5, 20, 60))
     splits = SplitConfig(train_end=dt.date(2014, 12, 31), validation_start=dt.date(2015, 1, 1),
                          validation_end=dt.date(2016, 12, 31), test_start=dt.date(2017, 1, 1))  # fmt: skip
-    return MarketData.from_panel(panel, PurgedDateSplitter(splits, purge=60), EnvConfig().features)
+    return MarketData.from_panel(panel, PurgedDateSplitter(splits, purge=60), EnvConfig(window=window))
 
 
 def env_steps_per_s(env: PortfolioEnv, steps: int, seed: int = 0) -> float:

@@ -193,7 +193,7 @@ def _allocation(args: argparse.Namespace) -> None:
     from rayfolio.data.splits import PurgedDateSplitter
     from rayfolio.data.store import FeatureStore
     from rayfolio.rl.market import MarketData
-    from rayfolio.rl.stage import backtest, load_agents, run_allocation
+    from rayfolio.rl.stage import backtest, load_agents, read_forecasts, run_allocation
     from rayfolio.training.panel import Panel
     from rayfolio.training.registry import ModelRegistry
 
@@ -220,11 +220,10 @@ def _allocation(args: argparse.Namespace) -> None:
         result = stage.backtest
     else:
         panel = Panel.from_store(store)
-        agents, loaded = load_agents(registry, panel, splitter, config.allocation)
-        market = MarketData.from_panel(panel, splitter, config.allocation.env.features)
-        result, notes = backtest(
-            market, config.allocation, agents, source=config.data.source, forecasts_path=forecasts, out=out
-        )
+        frame = read_forecasts(forecasts)
+        agents, loaded = load_agents(registry, panel, splitter, config.allocation, frame)
+        market = MarketData.from_panel(panel, splitter, config.allocation.env, forecasts=frame)
+        result, notes = backtest(market, config.allocation, agents, source=config.data.source, forecasts=frame, out=out)
         backtest_section(report, result, (*loaded, *notes), config, out)
     print(table(result.metrics[COMPARISON], floatfmt=".3f"))
     print(f"report: {report.write(out / 'report.md')}")

@@ -216,7 +216,14 @@ def _allocation_section(report: Report, stage: AllocationStage, config: RunConfi
         f"{env.cost_bps:g} bps per unit of turnover; the reward is the log growth of the portfolio's value after "
         "costs. Each trial (one hyperparameter draw, one seed) is a Ray Tune trial that reports its validation "
         "Sharpe after costs with a checkpoint; the chosen checkpoint has the best validation Sharpe of all, and "
-        "its deflated Sharpe counts every checkpoint as a try.",
+        "its deflated Sharpe counts every checkpoint as a try."
+        + (
+            " The observation also carries the forecasters' ensemble forecast per horizon; out-of-sample "
+            f"forecasts start with the validation split, so the agents learned on its first "
+            f"{env.forecast_train_fraction:.0%} and were chosen on the rest."
+            if env.forecast_features
+            else ""
+        ),
         table(searches, floatfmt=".4g"),
         "Every trial:",
         table(trials[trial_columns], floatfmt=".4g", index=False),

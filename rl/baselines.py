@@ -118,17 +118,3 @@ class BuyAndHold:
         if weights[-1] < 1.0:  # already invested
             return None
         return np.array([1.0, 0.0])
-
-
-def forecast_scores(forecasts: pd.DataFrame, market: MarketData, model: str, horizon: int) -> np.ndarray:
-    """(T, N) of one model's forecasts at one horizon from ``forecasts.parquet`` rows."""
-    rows = forecasts[(forecasts["model"] == model) & (forecasts["horizon"] == horizon)]
-    out = np.full((len(market.dates), market.n_assets), np.nan)
-    t = np.searchsorted(market.dates, rows["date"].to_numpy().astype("datetime64[D]"))
-    n = np.searchsorted(market.symbols, rows["symbol"].to_numpy().astype(str))
-    ok = (t < len(market.dates)) & (n < market.n_assets)
-    ok[ok] &= (market.dates[t[ok]] == rows["date"].to_numpy().astype("datetime64[D]")[ok]) & (
-        market.symbols[n[ok]] == rows["symbol"].to_numpy().astype(str)[ok]
-    )
-    out[t[ok], n[ok]] = rows["forecast"].to_numpy(dtype=np.float64)[ok]
-    return out

@@ -27,6 +27,11 @@ class EnvConfig(BaseModel):
     risk_coef: float = Field(0.0, ge=0)
     allow_short: bool = False  # long-only by default
     gross_limit: float = Field(1.5, ge=1.0)  # sum of |risky weights| when shorting is allowed
+    # Append the forecasters' ensemble forecast (one channel per label horizon) to every
+    # asset's features. Out-of-sample forecasts exist only from the validation split on,
+    # so the agents then learn on its first `forecast_train_fraction` and are chosen on the rest.
+    forecast_features: bool = False
+    forecast_train_fraction: float = Field(0.6, gt=0.0, lt=1.0)
 
 
 class AlgorithmSearch(BaseModel):

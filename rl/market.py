@@ -8,12 +8,51 @@ of dates t+1 .. t+k. ``returns[t]`` is the simple return from t-1 to t.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.rl.config import EnvConfig
 from rayfolio.training.panel import Normalizer, Panel
+from rayfolio.training.stage import BASELINES as FORECAST_BASELINES
+
+
+def ensemble_forecasts(
+    forecasts: pd.DataFrame, dates: np.ndarray, symbols: np.ndarray
+) -> tuple[np.ndarray, tuple[int, ...], tuple[str, ...]]:
+    """The networks' ensemble forecast from ``forecasts.parquet`` rows: per date
+    and horizon, the mean over networks of each one's cross-sectional z-score.
+
+    Returns (T, N, H) float64 (NaN where no network forecast that day), the
+    horizons and the networks. An ensemble: nothing is chosen on any period.
+    """
+    networks = tuple(sorted(set(forecasts["model"]) - set(FORECAST_BASELINES)))
+    horizons = tuple(int(h) for h in sorted(forecasts["horizon"].unique()))
+    out = np.full((len(dates), len(symbols), len(horizons)), np.nan)
+    if not networks:
+        return out, horizons, networks
+    day = forecasts["date"].to_numpy().astype("datetime64[D]")
+    t = np.searchsorted(dates, day)
+    n = np.searchsorted(symbols, forecasts["symbol"].to_numpy().astype(str))
+    inside = (t < len(dates)) & (n < len(symbols))
+    inside[inside] &= (dates[t[inside]] == day[inside]) & (
+        symbols[n[inside]] == forecasts["symbol"].to_numpy().astype(str)[inside]
+    )
+    values = forecasts["forecast"].to_numpy(dtype=np.float64)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # dates without forecasts stay NaN
+        for j, h in enumerate(horizons):
+            stacked = []
+            for model in networks:
+                rows = inside & (forecasts["model"].to_numpy() == model) & (forecasts["horizon"].to_numpy() == h)
+                s = np.full((len(dates), len(symbols)), np.nan)
+                s[t[rows], n[rows]] = values[rows]
+                stacked.append((s - np.nanmean(s, axis=1, keepdims=True)) / np.nanstd(s, axis=1, keepdims=True))
+            out[..., j] = np.nanmean(np.stack(stacked), axis=0)
+    return out, horizons, networks
 
 
 @dataclass(frozen=True)
@@ -37,10 +76,14 @@ class MarketData:
         cls,
         panel: Panel,
         splitter: PurgedDateSplitter,
-        feature_names: tuple[str, ...],
+        env: EnvConfig,
         normalizer: Normalizer | None = None,
+        forecasts: pd.DataFrame | None = None,
     ) -> MarketData:
-        """``normalizer``: a stored agent's own; None fits one on the training dates."""
+        """The market ``env`` sees. ``normalizer``: a stored agent's own; None fits
+        one on the agents' training dates. ``forecasts``: forecasts.parquet rows,
+        needed when ``env.forecast_features`` is on."""
+        feature_names = env.features
         missing = [f for f in feature_names if f not in panel.feature_names]
         if missing:
             raise ValueError(
@@ -61,12 +104,29 @@ class MarketData:
         for name, dates in parts.items():
             idx = panel.date_index(dates)
             splits[name] = (int(idx[0]), int(idx[-1]))
+        names = tuple(feature_names)
+        if env.forecast_features:
+            if forecasts is None:
+                raise ValueError(
+                    "forecast_features is on but there are no forecasts: run the forecasters first "
+                    "(rayfolio run writes forecasts.parquet) or turn it off"
+                )
+            ensemble, horizons, networks = ensemble_forecasts(forecasts, panel.dates, panel.symbols)
+            if not networks:
+                raise ValueError("forecast_features is on but the forecasts hold no network's forecasts")
+            raw = np.concatenate([raw, ensemble.astype(np.float32)], axis=-1)
+            names += tuple(f"forecast_{h}d" for h in horizons)
+            # Out-of-sample forecasts start with validation: the agents learn on its
+            # first part and are chosen on the rest; holding periods never cross the cut.
+            a, b = splits["validation"]
+            cut = a + round((b - a) * env.forecast_train_fraction)
+            splits = {"train": (a, cut), "validation": (cut + 1, b), "test": splits["test"]}
         if normalizer is None:
             normalizer = Normalizer.fit(raw[splits["train"][0] : splits["train"][1] + 1])
         return cls(
             dates=panel.dates,
             symbols=panel.symbols,
-            feature_names=tuple(feature_names),
+            feature_names=names,
             returns=np.nan_to_num(np.expm1(log_1), nan=0.0),
             features=normalizer.transform(raw),
             first=first,

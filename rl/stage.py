@@ -4,7 +4,6 @@ test period (touched once, here)."""
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,18 +19,16 @@ from rayfolio.rl.baselines import (
     EqualWeight,
     EstimatorAllocator,
     TopKForecast,
-    forecast_scores,
     hierarchical_risk_parity,
     maximum_sharpe,
     minimum_variance,
 )
 from rayfolio.rl.config import AllocationConfig, EnvConfig
-from rayfolio.rl.market import MarketData
+from rayfolio.rl.market import MarketData, ensemble_forecasts
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
 from rayfolio.training.panel import Normalizer, Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
-from rayfolio.training.stage import BASELINES as FORECAST_BASELINES
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,8 @@ def run_allocation(
     forecasts_path: Path | None,
 ) -> AllocationStage:
     panel = Panel.from_store(store)
-    market = MarketData.from_panel(panel, splitter, config.env.features)
+    forecasts = read_forecasts(forecasts_path)
+    market = MarketData.from_panel(panel, splitter, config.env, forecasts=forecasts)
     searches = {}
     for algorithm in config.agents.algorithms:
         search = getattr(config.agents, algorithm)
@@ -82,7 +80,7 @@ def run_allocation(
         AgentAllocator(algorithm, o.policy, market, config.env, market.splits["test"])
         for algorithm, o in searches.items()
     ]
-    result, notes = backtest(market, config, agents, source=source, forecasts_path=forecasts_path, out=run_dir)
+    result, notes = backtest(market, config, agents, source=source, forecasts=forecasts, out=run_dir)
     return AllocationStage(result, searches, registered, notes)
 
 
@@ -92,7 +90,7 @@ def backtest(
     agents: list[Allocator],
     *,
     source: str,
-    forecasts_path: Path | None,
+    forecasts: pd.DataFrame | None,
     out: Path,
 ) -> tuple[BacktestResult, tuple[str, ...]]:
     """Agents and every baseline over the test period, one calendar, one cost model."""
@@ -105,7 +103,7 @@ def backtest(
         hierarchical_risk_parity(market, k, bt.lookback),
     ]
     allocators: list[Allocator] = [*agents, EqualWeight(market, k), *estimators]
-    signal = forecast_signal(forecasts_path, market, k)
+    signal = forecast_signal(forecasts, market, k)
     if signal is None:
         notes.append("No forecaster forecasts for the test period: the forecast-driven top-k portfolio is left out.")
     else:
@@ -126,29 +124,24 @@ def backtest(
     return write_backtest(runs, bt, out), tuple(notes)
 
 
+def read_forecasts(path: Path | None) -> pd.DataFrame | None:
+    """``forecasts.parquet`` rows (validation and test), or None when there is no such file."""
+    return pd.read_parquet(path) if path is not None and Path(path).is_file() else None
+
+
 def forecast_signal(
-    forecasts_path: Path | None, market: MarketData, horizon_days: int
+    forecasts: pd.DataFrame | None, market: MarketData, horizon_days: int
 ) -> tuple[np.ndarray, str] | None:
-    """The networks' ensemble forecast at the label horizon nearest the rebalance
-    period: the mean over networks of each date's cross-sectional z-score.
-    An ensemble, so nothing is chosen on the test period."""
-    if forecasts_path is None or not Path(forecasts_path).is_file():
+    """(T, N) scores for the top-k portfolio: the networks' ensemble forecast at the
+    label horizon nearest the rebalance period, on test dates."""
+    if forecasts is None:
         return None
-    forecasts = pd.read_parquet(forecasts_path)
-    forecasts = forecasts[forecasts["split"] == "test"]
-    networks = sorted(set(forecasts["model"]) - set(FORECAST_BASELINES))
+    ensemble, horizons, networks = ensemble_forecasts(forecasts[forecasts["split"] == "test"], market.dates,
+                                                      market.symbols)  # fmt: skip
     if not networks:
         return None
-    horizons = sorted(forecasts["horizon"].unique())
-    horizon = int(min(horizons, key=lambda h: (abs(h - horizon_days), h)))
-    stacked = []
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # dates without forecasts stay NaN
-        for model in networks:
-            s = forecast_scores(forecasts, market, model, horizon)
-            stacked.append((s - np.nanmean(s, axis=1, keepdims=True)) / np.nanstd(s, axis=1, keepdims=True))
-        ensemble = np.nanmean(np.stack(stacked), axis=0)
-    return ensemble, f"the mean z-scored {horizon}-day forecast of {', '.join(networks)}"
+    j = min(range(len(horizons)), key=lambda i: (abs(horizons[i] - horizon_days), horizons[i]))
+    return ensemble[..., j], f"the mean z-scored {horizons[j]}-day forecast of {', '.join(networks)}"
 
 
 def index_returns(spec: str | None, source: str, market: MarketData) -> np.ndarray | None:
@@ -220,7 +213,11 @@ def register_agent(
 
 
 def load_agents(
-    registry: ModelRegistry, panel: Panel, splitter: PurgedDateSplitter, config: AllocationConfig
+    registry: ModelRegistry,
+    panel: Panel,
+    splitter: PurgedDateSplitter,
+    config: AllocationConfig,
+    forecasts: pd.DataFrame | None = None,
 ) -> tuple[list[AgentAllocator], list[str]]:
     """The production allocators, each on a market built with its own stored
     features and normaliser; checksums verified before any weight is read."""
@@ -239,8 +236,13 @@ def load_agents(
                 f"{env.cost_bps} bps; this backtest uses {config.env.rebalance_every} days at {config.env.cost_bps} bps"
             )
         market = MarketData.from_panel(
-            panel, splitter, tuple(stored["feature_names"]), Normalizer.from_dict(stored["normalizer"])
+            panel, splitter, env, Normalizer.from_dict(stored["normalizer"]), forecasts=forecasts
         )
+        if list(market.feature_names) != stored["feature_names"]:
+            raise RegistryError(
+                f"{name} {version.version} reads {stored['feature_names']}; "
+                f"this market has {list(market.feature_names)}"
+            )
         if market.symbols.tolist() != stored["symbols"]:
             raise RegistryError(
                 f"{name} {version.version} was trained on {stored['symbols']}; this store has {market.symbols.tolist()}"

@@ -41,7 +41,7 @@ def small_splitter() -> PurgedDateSplitter:
 
 @pytest.fixture(scope="session")
 def small_market(small_panel, small_splitter) -> MarketData:
-    return MarketData.from_panel(small_panel, small_splitter, SMALL_ENV.features)
+    return MarketData.from_panel(small_panel, small_splitter, SMALL_ENV)
 
 
 def hand_market(returns: np.ndarray, n_features: int = 2, seed: int = 0, first=None, last=None) -> MarketData:

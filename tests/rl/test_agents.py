@@ -28,7 +28,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def store_market(small_store, small_splitter) -> MarketData:
-    return MarketData.from_panel(Panel.from_store(small_store), small_splitter, SMALL_ENV.features)
+    return MarketData.from_panel(Panel.from_store(small_store), small_splitter, SMALL_ENV)
 
 
 @pytest.fixture(scope="module")
