@@ -144,6 +144,7 @@ def search_agents(
             storage_path=str(storage.resolve()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=1),
+            verbose=1,  # status tables, not every result
         ),
     )
     results = tuner.fit()

@@ -133,7 +133,7 @@ def search_family(
             ),
             num_samples=search.num_samples,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage)),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),  # status tables, not every result
     )
     results = tuner.fit()
     trials, returns_by_trial = [], {}

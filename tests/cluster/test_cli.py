@@ -141,6 +141,16 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert "ppo-allocator v0001 (production)" in backtest_report and "| forecast_top_k " in backtest_report
     again = json.loads((run_dir / "backtest" / "metrics.json").read_text())
     assert again["ppo"]["sharpe"] == pytest.approx(metrics["ppo"]["sharpe"])  # the registered agent is the same
+    # `rayfolio rl` with the forecasts as observations: agents learn inside validation, register as staging.
+    config = yaml.safe_load(tiny_run_config(tmp_path).read_text())
+    config["allocation"]["env"]["forecast_features"] = True
+    (tmp_path / "forecasts.yaml").write_text(yaml.safe_dump(config))
+    assert main(["rl", "--config", str(tmp_path / "forecasts.yaml")]) == 0
+    rl_report = (run_dir / "rl" / "report.md").read_text()
+    assert "ensemble forecast per horizon" in rl_report and "| ppo " in rl_report
+    stored = ModelRegistry(tmp_path / "registry").get("ppo-allocator", "v0002")
+    assert stored.config["feature_names"][-2:] == ["forecast_5d", "forecast_20d"]
+    assert ModelRegistry(tmp_path / "registry").stage_version("ppo-allocator", "staging") == "v0002"
     capsys.readouterr()
     assert main(["data", "show", "--config", str(tiny_run_config(tmp_path))]) == 0
     assert f"feature store: {run_dir / 'features'}" in capsys.readouterr().out
