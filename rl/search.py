@@ -21,6 +21,7 @@ import ray
 import torch
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 
 from rayfolio.rl.agents import build_agent, evaluate_agent, policy_kwargs, rebuild_policy
@@ -61,6 +62,52 @@ def draw_configurations(algorithm: Algorithm, search: AlgorithmSearch, seed: int
     return out
 
 
+class ValidationReport(BaseCallback):
+    """Every ``every`` environment steps (and at the end of training): the
+    policy's validation walk after costs, reported to Tune with a checkpoint of
+    the policy's weights. Training throughput excludes the evaluations."""
+
+    def __init__(self, market: MarketData, algorithm: Algorithm, env: EnvConfig, every: int, params: dict):
+        super().__init__()
+        self.market, self.algorithm, self.env, self.every, self.params = market, algorithm, env, every, params
+        self.evaluations, self.evaluating_s = 0, 0.0
+
+    def _on_training_start(self) -> None:
+        # A resumed trial starts from its checkpoint's step count.
+        self.first_step = self.last_at = self.model.num_timesteps
+        self.next_at = self.first_step + self.every
+        self.started = time.perf_counter()
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_at:
+            self._report()
+            self.next_at += self.every
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.num_timesteps > self.last_at:
+            self._report()
+
+    def _report(self) -> None:
+        began = time.perf_counter()
+        run = evaluate_agent(self.algorithm, self.model.policy, self.market, self.env, self.market.splits["validation"])
+        returns = run.returns.to_numpy()
+        metrics = {
+            "val_sharpe": sharpe(returns),
+            "val_annual_return": float(np.prod(1 + returns) ** (252 / len(returns)) - 1),
+            "val_turnover_per_rebalance": float(run.turnover.mean()),
+            "timesteps": int(self.num_timesteps),
+            "steps_per_s": (self.num_timesteps - self.first_step) / max(began - self.started - self.evaluating_s, 1e-9),
+            "evaluation": self.evaluations,
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(self.model.policy.state_dict(), Path(directory) / POLICY_FILE)
+            (Path(directory) / META_FILE).write_text(json.dumps({**metrics, "params": self.params}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        self.evaluations, self.last_at = self.evaluations + 1, self.num_timesteps
+        self.evaluating_s += time.perf_counter() - began
+
+
 def agent_trial(
     config: dict,
     *,
@@ -71,35 +118,18 @@ def agent_trial(
     threads: int,
 ) -> None:
     """One Tune trial. A restarted trial resumes from its last checkpoint's
-    policy weights (the optimiser and replay buffer start afresh)."""
+    policy weights and step count (the optimiser and replay buffer start afresh)."""
     torch.set_num_threads(threads)
     params = config["trial"]
     agent = build_agent(algorithm, params, market, env, search, params["seed"])
-    done = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             agent.policy.load_state_dict(torch.load(Path(directory) / POLICY_FILE, weights_only=True))
-            done = json.loads((Path(directory) / META_FILE).read_text())["evaluation"] + 1
-    chunk = math.ceil(search.timesteps / search.evaluations)
-    for evaluation in range(done, search.evaluations):
-        started = time.perf_counter()
-        agent.learn(chunk, reset_num_timesteps=False)
-        steps_per_s = chunk / (time.perf_counter() - started)
-        run = evaluate_agent(algorithm, agent.policy, market, env, market.splits["validation"])
-        returns = run.returns.to_numpy()
-        metrics = {
-            "val_sharpe": sharpe(returns),
-            "val_annual_return": float(np.prod(1 + returns) ** (252 / len(returns)) - 1),
-            "val_turnover_per_rebalance": float(run.turnover.mean()),
-            "timesteps": (evaluation + 1) * chunk,
-            "steps_per_s": steps_per_s,
-            "evaluation": evaluation,
-        }
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(agent.policy.state_dict(), Path(directory) / POLICY_FILE)
-            (Path(directory) / META_FILE).write_text(json.dumps({**metrics, "params": params}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            agent.num_timesteps = json.loads((Path(directory) / META_FILE).read_text())["timesteps"]
+    report = ValidationReport(market, algorithm, env, math.ceil(search.timesteps / search.evaluations), params)
+    if search.timesteps > agent.num_timesteps:
+        agent.learn(search.timesteps - agent.num_timesteps, callback=report, reset_num_timesteps=False)
 
 
 def concurrent_trials(cpus_per_trial: float, requested: int | None) -> int:
