@@ -1,0 +1,120 @@
+"""The hash-chained audit log: every kind of tampering is detected."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+import sqlalchemy as sa
+
+from rayfolio.serving.audit import RECORDS, AuditLog, key_id, sqlite_url
+
+
+def filled(tmp_path, n: int = 6, secret: bytes | None = b"k") -> AuditLog:
+    log = AuditLog(sqlite_url(tmp_path / "audit.db"), secret=secret)
+    for i in range(n):
+        log.append(key=key_id(f"key-{i % 2}"), request_id=f"r{i}", kind="recommendation",
+                   payload={"i": i, "weights": {"AAPL": 0.1 * i, "CASH": 1 - 0.1 * i}})  # fmt: skip
+    return log
+
+
+def execute(log: AuditLog, statement) -> None:
+    with log.engine.begin() as c:
+        c.execute(statement)
+
+
+def test_an_untouched_log_verifies(tmp_path):
+    log = filled(tmp_path)
+    assert log.verify().ok and log.verify().records == 6 and log.count() == 6
+    assert [r.seq for r in log.records()] == [1, 2, 3, 4, 5, 6]
+    assert log.records()[1].prev_hash == log.records()[0].hash
+    assert log.get("r3").payload["i"] == 3
+    assert [r.request_id for r in log.records(key=key_id("key-1"))] == ["r1", "r3", "r5"]
+    # Reopened from the file, the chain continues.
+    again = AuditLog(sqlite_url(tmp_path / "audit.db"), secret=b"k")
+    again.append(key="x", request_id="r6", kind="recommendation", payload={})
+    assert again.verify().ok and again.count() == 7
+
+
+def test_an_edited_payload_is_detected(tmp_path):
+    log = filled(tmp_path)
+    execute(log, RECORDS.update().where(RECORDS.c.seq == 3).values(payload='{"i":3,"weights":{"AAPL":0.9}}'))
+    check = log.verify()
+    assert not check.ok and check.first_bad_seq == 3 and "changed after it was written" in check.reason
+
+
+def test_an_edit_rehashed_without_the_key_is_detected(tmp_path):
+    import hashlib
+
+    log = filled(tmp_path)
+    row = log.records()[2]
+    payload = '{"i":3}'
+    forged = hashlib.sha256("\x1f".join([str(row.seq), row.created_at, row.key_id, row.request_id, row.kind,
+                                         payload, row.prev_hash]).encode()).hexdigest()  # fmt: skip
+    execute(log, RECORDS.update().where(RECORDS.c.seq == 3).values(payload=payload, hash=forged))
+    assert log.verify().first_bad_seq == 3
+
+
+def test_a_deleted_record_is_detected(tmp_path):
+    log = filled(tmp_path)
+    execute(log, RECORDS.delete().where(RECORDS.c.seq == 4))
+    check = log.verify()
+    assert not check.ok and check.first_bad_seq == 4 and "missing" in check.reason
+
+
+def test_reordered_records_are_detected(tmp_path):
+    log = filled(tmp_path)
+    fields = ("created_at", "key_id", "request_id", "kind", "payload", "prev_hash", "hash")
+    with log.engine.connect() as c:
+        rows = {r.seq: r for r in c.execute(sa.select(RECORDS).where(RECORDS.c.seq.in_([2, 5])))}
+    with log.engine.begin() as c:  # records 2 and 5 change places, each with its own hashes
+        c.execute(RECORDS.update().where(RECORDS.c.seq == 2).values(request_id="moving"))
+        for target, source in ((5, 2), (2, 5)):
+            values = {f: getattr(rows[source], f) for f in fields}
+            c.execute(RECORDS.update().where(RECORDS.c.seq == target).values(**values))
+    check = log.verify()
+    assert not check.ok and check.first_bad_seq == 2
+
+
+def test_a_truncated_tail_is_detected(tmp_path):
+    log = filled(tmp_path)
+    execute(log, RECORDS.delete().where(RECORDS.c.seq >= 5))
+    check = log.verify()
+    assert not check.ok and check.records == 4 and "head says 6" in check.reason
+
+
+def test_an_appended_forgery_is_detected(tmp_path):
+    log = filled(tmp_path)
+    last = log.records()[-1]
+    forged = {"seq": 7, "created_at": last.created_at, "key_id": "x", "request_id": "forged",
+              "kind": "recommendation", "payload": "{}", "prev_hash": last.hash, "hash": "0" * 64}  # fmt: skip
+    execute(log, RECORDS.insert().values(**forged))
+    assert not log.verify().ok
+
+
+def _append_many(path: str, worker: int) -> None:
+    log = AuditLog(path, secret=b"k")
+    for i in range(25):
+        log.append(key=f"w{worker}", request_id=f"w{worker}-{i}", kind="recommendation", payload={"i": i})
+
+
+def test_concurrent_appenders_in_several_processes_keep_one_chain(tmp_path):
+    url = sqlite_url(tmp_path / "audit.db")
+    AuditLog(url, secret=b"k")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_many, args=(url, w)) for w in range(3)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    log = AuditLog(url, secret=b"k")
+    check = log.verify()
+    assert check.ok and check.records == 75
+
+
+def test_duplicate_request_ids_are_refused(tmp_path):
+    log = filled(tmp_path, n=1)
+    with pytest.raises(sa.exc.IntegrityError):
+        log.append(key="x", request_id="r0", kind="recommendation", payload={})
+    assert log.verify().ok and log.count() == 1
