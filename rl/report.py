@@ -96,14 +96,7 @@ def _equity(returns: pd.DataFrame, path: Path) -> Path:
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_ylabel("value of 1 invested (log scale), after costs")
-    ax.set_title("Test period: equity curves")
-    ax.legend(fontsize=8, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "value of 1 invested (log scale), after costs", "Test period: equity curves")
 
 
 def _drawdowns(returns: pd.DataFrame, path: Path) -> Path:
@@ -111,8 +104,12 @@ def _drawdowns(returns: pd.DataFrame, path: Path) -> Path:
     for name in returns:
         value = (1 + returns[name].dropna()).cumprod()
         ax.plot(value / np.maximum(value.cummax(), 1.0) - 1, label=name, lw=1.0)
-    ax.set_ylabel("drawdown")
-    ax.set_title("Test period: drawdowns from the running peak")
+    return _finish(fig, ax, path, "drawdown", "Test period: drawdowns from the running peak")
+
+
+def _finish(fig: plt.Figure, ax: plt.Axes, path: Path, ylabel: str, title: str) -> Path:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
