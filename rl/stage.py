@@ -212,6 +212,38 @@ def register_agent(
     return version.version, stage
 
 
+def load_agent(
+    registry: ModelRegistry,
+    name: str,
+    panel: Panel,
+    splitter: PurgedDateSplitter,
+    forecasts: pd.DataFrame | None = None,
+    *,
+    whole_panel: bool = False,
+) -> tuple[AgentAllocator, str]:
+    """``name``'s production allocator on a market built with its own stored features
+    and normaliser, checksums verified before any weight is read; and its version.
+    ``whole_panel``: it may decide on any date (serving), not only test dates."""
+    version = registry.get(name, stage="production")
+    stored = version.config
+    env = EnvConfig.model_validate(stored["env"])
+    market = MarketData.from_panel(
+        panel, splitter, env, Normalizer.from_dict(stored["normalizer"]), forecasts=forecasts
+    )
+    if list(market.feature_names) != stored["feature_names"]:
+        raise RegistryError(
+            f"{name} {version.version} reads {stored['feature_names']}; this market has {list(market.feature_names)}"
+        )
+    if market.symbols.tolist() != stored["symbols"]:
+        raise RegistryError(
+            f"{name} {version.version} was trained on {stored['symbols']}; this store has {market.symbols.tolist()}"
+        )
+    policy = rebuild_policy(stored["algorithm"], market, env, stored["policy_kwargs"])
+    policy.load_state_dict(registry.load_weights(version))
+    period = (0, len(market.dates) - 1) if whole_panel else market.splits["test"]
+    return AgentAllocator(stored["algorithm"], policy, market, env, period), version.version
+
+
 def load_agents(
     registry: ModelRegistry,
     panel: Panel,
@@ -219,36 +251,20 @@ def load_agents(
     config: AllocationConfig,
     forecasts: pd.DataFrame | None = None,
 ) -> tuple[list[AgentAllocator], list[str]]:
-    """The production allocators, each on a market built with its own stored
-    features and normaliser; checksums verified before any weight is read."""
+    """The production allocators of ``config``'s algorithms, for the backtest."""
     agents, notes = [], []
     for algorithm in config.agents.algorithms:
         name = f"{algorithm}-allocator"
         if registry.stage_version(name, "production") is None:
             notes.append(f"{name}: no production version in {registry.root}; left out.")
             continue
-        version = registry.get(name, stage="production")
-        stored = version.config
-        env = EnvConfig.model_validate(stored["env"])
+        agent, version = load_agent(registry, name, panel, splitter, forecasts)
+        env = agent.env.config
         if env.rebalance_every != config.env.rebalance_every or env.cost_bps != config.env.cost_bps:
             raise RegistryError(
-                f"{name} {version.version} was trained to rebalance every {env.rebalance_every} days at "
+                f"{name} {version} was trained to rebalance every {env.rebalance_every} days at "
                 f"{env.cost_bps} bps; this backtest uses {config.env.rebalance_every} days at {config.env.cost_bps} bps"
             )
-        market = MarketData.from_panel(
-            panel, splitter, env, Normalizer.from_dict(stored["normalizer"]), forecasts=forecasts
-        )
-        if list(market.feature_names) != stored["feature_names"]:
-            raise RegistryError(
-                f"{name} {version.version} reads {stored['feature_names']}; "
-                f"this market has {list(market.feature_names)}"
-            )
-        if market.symbols.tolist() != stored["symbols"]:
-            raise RegistryError(
-                f"{name} {version.version} was trained on {stored['symbols']}; this store has {market.symbols.tolist()}"
-            )
-        policy = rebuild_policy(algorithm, market, env, stored["policy_kwargs"])
-        policy.load_state_dict(registry.load_weights(version))
-        agents.append(AgentAllocator(algorithm, policy, market, env, market.splits["test"]))
-        notes.append(f"{algorithm}: {name} {version.version} (production) from {registry.root}.")
+        agents.append(agent)
+        notes.append(f"{algorithm}: {name} {version} (production) from {registry.root}.")
     return agents, notes
