@@ -1,0 +1,90 @@
+"""A recommendation end to end, in-process: limits respected, audited, cached,
+point in time, and bad requests named."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from rayfolio.serving.engine import RequestError
+from rayfolio.serving.risk import HouseLimits
+from rayfolio.serving.schemas import CASH, RecommendationRequest
+from tests.serving.conftest import make_engine, make_panel
+
+
+@pytest.fixture(scope="module")
+def engine(panel, tmp_path_factory):
+    return make_engine(panel, tmp_path_factory.mktemp("engine") / "audit.db")
+
+
+def request(**body) -> RecommendationRequest:
+    return RecommendationRequest.model_validate(body)
+
+
+def test_a_valid_request_respects_every_constraint_and_is_audited(engine):
+    symbols = engine.symbols
+    profile = {"risk_tolerance": 0.4, "max_position": 0.2, "exclude": [symbols[2]], "horizon_days": 5}
+    body = {"portfolio": {symbols[0]: 0.3, symbols[1]: 0.2}, "risk_profile": profile}
+    response = engine.recommend(request(**body), key="k1")
+    w = response.target_weights
+    assert sum(w.values()) == pytest.approx(1.0) and CASH in w
+    assert all(v <= 0.2 + 1e-9 for k, v in w.items() if k != CASH) and symbols[2] not in w
+    assert w[CASH] >= HouseLimits().cash_floor - 1e-9
+    assert set(response.expected_returns) == set(symbols) and set(response.confidence) == set(symbols)
+    assert response.checks[0].name == "turnover_cap" and response.portfolio_risk.volatility >= 0
+    assert response.as_of == engine.panel.dates[-1].astype(dt.date)
+    for symbol, trade in response.trades.items():
+        before = body["portfolio"].get(symbol, 0.0) if symbol != CASH else 0.5
+        assert trade == pytest.approx(w.get(symbol, 0.0) - before)
+    record = engine.audit.get(response.request_id)
+    assert record.key_id == "k1" and record.payload["response"]["target_weights"] == pytest.approx(w)
+    assert engine.audit.verify().ok
+
+
+def test_forecasts_are_computed_once_per_date(engine):
+    calls = []
+    original = engine.ensemble.forecast
+    engine.ensemble.forecast = lambda t: calls.append(t) or original(t)
+    try:
+        for _ in range(3):
+            engine.recommend(request(as_of="2002-03-15"), key="k1")
+        engine.recommend(request(as_of="2002-03-18"), key="k2")
+    finally:
+        engine.ensemble.forecast = original
+    assert len(calls) == 2
+
+
+def test_as_of_is_the_last_trading_date_on_or_before_it(engine):
+    friday = engine.recommend(request(as_of="2002-03-15"), key="k").as_of
+    sunday = engine.recommend(request(as_of="2002-03-17"), key="k").as_of
+    assert friday == sunday == dt.date(2002, 3, 15)
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        ({"portfolio": {"NOPE": 0.1}}, "unknown_symbol", "unknown symbols in portfolio: NOPE"),
+        ({"risk_profile": {"exclude": ["ZZZ"]}}, "unknown_symbol", "unknown symbols in risk_profile.exclude: ZZZ"),
+        ({"as_of": "1999-01-04"}, "invalid_as_of", "outside the servable dates"),
+        ({"as_of": "2030-01-02"}, "invalid_as_of", "outside the servable dates"),
+    ],
+)
+def test_requests_the_market_cannot_serve_are_named(engine, body, code, message):
+    before = engine.audit.count()
+    with pytest.raises(RequestError, match=message) as caught:
+        engine.recommend(request(**body), key="k")
+    assert caught.value.code == code and caught.value.status == 422
+    assert engine.audit.count() == before  # nothing recorded for a refused request
+
+
+def test_a_recommendation_uses_no_data_after_its_date(tmp_path):
+    full, short = make_panel(), make_panel(last_day=650)
+    as_of = short.dates[-1].astype(dt.date)
+    a = make_engine(full, tmp_path / "a.db").recommend(request(as_of=as_of.isoformat()), key="k")
+    b = make_engine(short, tmp_path / "b.db").recommend(request(as_of=as_of.isoformat()), key="k")
+    assert a.as_of == b.as_of == as_of
+    np.testing.assert_allclose([a.target_weights.get(s, 0) for s in b.target_weights],
+                               list(b.target_weights.values()), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(list(a.expected_returns.values()), list(b.expected_returns.values()), rtol=1e-5)
