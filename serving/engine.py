@@ -1,14 +1,14 @@
 """A recommendation, end to end, without Serve: validate against the market,
 forecast (cached per date), allocate, filter, measure risk, audit.
 
-The Serve deployments split this across processes; keeping the logic here
-lets it be tested, and reused by a batch job, without a running cluster.
+The steps are plain functions and small classes so that the Serve
+deployments can run them in separate processes and ``RecommendationEngine``
+can run them in one (tests, batch jobs) with the same code.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,13 +19,14 @@ from rayfolio.rl.agents import AgentAllocator
 from rayfolio.rl.measures import conditional_value_at_risk, value_at_risk
 from rayfolio.serving.audit import AuditLog
 from rayfolio.serving.ensemble import EnsembleForecast, ForecastEnsemble
-from rayfolio.serving.risk import HouseLimits, MarketState, RiskProfile, apply_risk_filters, portfolio_vol
+from rayfolio.serving.risk import Check, HouseLimits, MarketState, RiskProfile, apply_risk_filters, portfolio_vol
 from rayfolio.serving.schemas import (
     CASH,
     CheckOut,
     PortfolioRisk,
     RecommendationRequest,
     RecommendationResponse,
+    RiskProfileIn,
 )
 from rayfolio.training.panel import Panel
 
@@ -40,6 +41,132 @@ class RequestError(ValueError):
         self.code, self.status = code, status
 
 
+class Market:
+    """The served universe and calendar: symbol and date validation, daily returns."""
+
+    def __init__(self, panel: Panel, min_history: int) -> None:
+        self.dates = panel.dates
+        self.symbols = tuple(str(s) for s in panel.symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        log_1 = panel.features[..., panel.feature_names.index("ret_1")].astype(np.float64)
+        self.returns = np.nan_to_num(np.expm1(log_1))  # (T, N) simple returns, 0 where missing
+        self.first_servable = max(min_history, LOOKBACK) - 1
+
+    def date_index(self, as_of: dt.date | None) -> int:
+        """The last trading date on or before ``as_of`` (default: the latest)."""
+        if as_of is None:
+            return len(self.dates) - 1
+        t = int(np.searchsorted(self.dates, np.datetime64(as_of, "D"), side="right")) - 1
+        if t < self.first_servable or as_of > self.dates[-1].astype(dt.date):
+            raise RequestError(
+                "invalid_as_of",
+                f"as_of {as_of} is outside the servable dates {self.dates[self.first_servable]} .. {self.dates[-1]}",
+            )
+        return t
+
+    def check_symbols(self, symbols, where: str) -> None:
+        unknown = sorted(set(symbols) - set(self.index))
+        if unknown:
+            raise RequestError("unknown_symbol", f"unknown symbols in {where}: {', '.join(unknown[:10])}")
+
+    def weights_vector(self, portfolio: dict[str, float]) -> np.ndarray:
+        """(N+1,) current weights, cash last."""
+        self.check_symbols(portfolio, "portfolio")
+        w = np.zeros(len(self.symbols) + 1)
+        for symbol, weight in portfolio.items():
+            w[self.index[symbol]] = weight
+        w[-1] = 1.0 - w[:-1].sum()
+        return w
+
+    def validate(self, request: RecommendationRequest) -> tuple[int, np.ndarray]:
+        """(date index, current weights) of a request, or a RequestError naming what is wrong."""
+        self.check_symbols(request.risk_profile.exclude, "risk_profile.exclude")
+        return self.date_index(request.as_of), self.weights_vector(request.portfolio)
+
+    def named(self, weights: np.ndarray) -> dict[str, float]:
+        named = {s: float(w) for s, w in zip(self.symbols, weights[:-1], strict=True) if abs(w) > 1e-12}
+        named[CASH] = float(weights[-1])
+        return named
+
+
+def filter_and_measure(
+    market: Market, t: int, proposal: np.ndarray, current: np.ndarray, profile: RiskProfileIn, limits: HouseLimits
+) -> tuple[np.ndarray, list[Check], PortfolioRisk]:
+    """The risk filters on the allocator's proposal, then the result's risk, from data dated <= t."""
+    history = market.returns[t - LOOKBACK + 1 : t + 1]  # (LOOKBACK, N)
+    state = MarketState.from_returns(market.symbols, history)
+    weights, checks = apply_risk_filters(
+        proposal, current, RiskProfile(profile.risk_tolerance, profile.max_position, tuple(profile.exclude)),
+        limits, state,
+    )  # fmt: skip
+    daily = history @ weights[:-1]
+    risk = PortfolioRisk(
+        volatility=portfolio_vol(weights[:-1], state.covariance),
+        var_95=value_at_risk(daily),
+        cvar_95=conditional_value_at_risk(daily),
+    )
+    return weights, checks, risk
+
+
+def build_response(
+    market: Market,
+    t: int,
+    current: np.ndarray,
+    weights: np.ndarray,
+    checks: list[Check],
+    risk: PortfolioRisk,
+    forecast: EnsembleForecast,
+    horizon_days: int,
+    model_versions: dict[str, str],
+) -> RecommendationResponse:
+    h = forecast.horizons.index(horizon_days)
+    return RecommendationResponse(
+        request_id=uuid.uuid4().hex,
+        as_of=market.dates[t].astype(dt.date),
+        target_weights=market.named(weights),
+        trades={k: v for k, v in market.named(weights - current).items() if abs(v) > 1e-9},
+        expected_returns=dict(zip(market.symbols, forecast.expected_return[:, h].tolist(), strict=True)),
+        confidence=dict(zip(market.symbols, forecast.confidence[:, h].tolist(), strict=True)),
+        portfolio_risk=risk,
+        checks=[CheckOut(name=c.name, changed=c.changed, detail=c.detail) for c in checks],
+        model_versions=model_versions,
+    )
+
+
+def audit_recommendation(
+    audit: AuditLog, key: str, request: RecommendationRequest, response: RecommendationResponse
+) -> None:
+    audit.append(
+        key=key,
+        request_id=response.request_id,
+        kind="recommendation",
+        payload={"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")},
+    )
+
+
+class ForecastCache:
+    """Per-date ensemble forecasts, least recently used dropped first."""
+
+    def __init__(self, ensemble: ForecastEnsemble, size: int = 64) -> None:
+        self.ensemble, self.size = ensemble, size
+        self._cache: OrderedDict[int, EnsembleForecast] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get_many(self, ts: list[int]) -> list[EnsembleForecast]:
+        missing = sorted({t for t in ts if t not in self._cache})
+        self.hits += len(ts) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            for t, forecast in zip(missing, self.ensemble.forecast_many(missing), strict=True):
+                self._cache[t] = forecast
+        for t in ts:
+            self._cache.move_to_end(t)
+        out = [self._cache[t] for t in ts]
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return out
+
+
 @dataclass
 class RecommendationEngine:
     panel: Panel
@@ -51,92 +178,18 @@ class RecommendationEngine:
     cache_size: int = 64
 
     def __post_init__(self) -> None:
-        self.symbols = tuple(str(s) for s in self.panel.symbols)
-        self._index = {s: i for i, s in enumerate(self.symbols)}
-        self._cache: OrderedDict[int, EnsembleForecast] = OrderedDict()
-        log_1 = self.panel.features[..., self.panel.feature_names.index("ret_1")].astype(np.float64)
-        self.returns = np.nan_to_num(np.expm1(log_1))  # (T, N) simple returns, 0 where missing
-        self.first_servable = max(self.ensemble.min_history, self.allocator.env.window, LOOKBACK) - 1
-
-    # ----- market -----------------------------------------------------------------
-
-    def date_index(self, as_of: dt.date | None) -> int:
-        """The last trading date on or before ``as_of`` (default: the latest)."""
-        dates = self.panel.dates
-        if as_of is None:
-            return len(dates) - 1
-        t = int(np.searchsorted(dates, np.datetime64(as_of, "D"), side="right")) - 1
-        if t < self.first_servable or as_of > dates[-1].astype(dt.date):
-            raise RequestError(
-                "invalid_as_of",
-                f"as_of {as_of} is outside the servable dates {dates[self.first_servable]} .. {dates[-1]}",
-            )
-        return t
-
-    def weights_vector(self, portfolio: dict[str, float]) -> np.ndarray:
-        unknown = sorted(set(portfolio) - set(self._index))
-        if unknown:
-            raise RequestError("unknown_symbol", f"unknown symbols in portfolio: {', '.join(unknown[:10])}")
-        w = np.zeros(len(self.symbols) + 1)
-        for symbol, weight in portfolio.items():
-            w[self._index[symbol]] = weight
-        w[-1] = 1.0 - w[:-1].sum()
-        return w
-
-    def forecast(self, t: int) -> EnsembleForecast:
-        """Cached per date: forecasts depend on market data only, never on the user."""
-        if t in self._cache:
-            self._cache.move_to_end(t)
-            return self._cache[t]
-        self._cache[t] = self.ensemble.forecast(t)
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return self._cache[t]
-
-    # ----- the recommendation -----------------------------------------------------
+        self.market = Market(self.panel, max(self.ensemble.min_history, self.allocator.env.window))
+        self.symbols = self.market.symbols
+        self.forecasts = ForecastCache(self.ensemble, self.cache_size)
 
     def recommend(self, request: RecommendationRequest, key: str) -> RecommendationResponse:
         """Everything in one call; the audit record is committed before this returns."""
-        profile = request.risk_profile
-        unknown = sorted(set(profile.exclude) - set(self._index))
-        if unknown:
-            raise RequestError("unknown_symbol", f"unknown symbols in risk_profile.exclude: {', '.join(unknown[:10])}")
-        current = self.weights_vector(request.portfolio)
-        t = self.date_index(request.as_of)
-        forecast = self.forecast(t)
+        t, current = self.market.validate(request)
+        (forecast,) = self.forecasts.get_many([t])
         proposal = self.allocator.decide(t, current)
-        history = self.returns[t - LOOKBACK + 1 : t + 1]  # (LOOKBACK, N), dated <= t
-        state = MarketState.from_returns(self.symbols, history)
-        weights, checks = apply_risk_filters(
-            proposal, current, RiskProfile(profile.risk_tolerance, profile.max_position, tuple(profile.exclude)),
-            self.limits, state,
-        )  # fmt: skip
-        h = forecast.horizons.index(profile.horizon_days)
-        daily = history @ weights[:-1]
-        response = RecommendationResponse(
-            request_id=uuid.uuid4().hex,
-            as_of=self.panel.dates[t].astype(dt.date),
-            target_weights=self._named(weights),
-            trades={k: v for k, v in self._named(weights - current).items() if abs(v) > 1e-9},
-            expected_returns=dict(zip(self.symbols, forecast.expected_return[:, h].tolist(), strict=True)),
-            confidence=dict(zip(self.symbols, forecast.confidence[:, h].tolist(), strict=True)),
-            portfolio_risk=PortfolioRisk(
-                volatility=portfolio_vol(weights[:-1], state.covariance),
-                var_95=value_at_risk(daily),
-                cvar_95=conditional_value_at_risk(daily),
-            ),
-            checks=[CheckOut(name=c.name, changed=c.changed, detail=c.detail) for c in checks],
-            model_versions=self.model_versions,
-        )
-        self.audit.append(
-            key=key,
-            request_id=response.request_id,
-            kind="recommendation",
-            payload={"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")},
-        )
+        weights, checks, risk = filter_and_measure(self.market, t, proposal, current, request.risk_profile,
+                                                   self.limits)  # fmt: skip
+        response = build_response(self.market, t, current, weights, checks, risk, forecast,
+                                  request.risk_profile.horizon_days, self.model_versions)  # fmt: skip
+        audit_recommendation(self.audit, key, request, response)
         return response
-
-    def _named(self, weights: np.ndarray) -> dict[str, float]:
-        named = {s: float(w) for s, w in zip(self.symbols, weights[:-1], strict=True) if abs(w) > 1e-12}
-        named[CASH] = float(weights[-1])
-        return {k: (0.0 if math.isclose(v, 0.0, abs_tol=1e-15) else v) for k, v in named.items()}

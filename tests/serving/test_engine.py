@@ -45,15 +45,15 @@ def test_a_valid_request_respects_every_constraint_and_is_audited(engine):
 
 def test_forecasts_are_computed_once_per_date(engine):
     calls = []
-    original = engine.ensemble.forecast
-    engine.ensemble.forecast = lambda t: calls.append(t) or original(t)
+    original = engine.ensemble.forecast_many
+    engine.ensemble.forecast_many = lambda ts: calls.append(ts) or original(ts)
     try:
         for _ in range(3):
-            engine.recommend(request(as_of="2002-03-15"), key="k1")
-        engine.recommend(request(as_of="2002-03-18"), key="k2")
+            engine.recommend(request(as_of="2002-04-15"), key="k1")
+        engine.recommend(request(as_of="2002-04-16"), key="k2")
     finally:
-        engine.ensemble.forecast = original
-    assert len(calls) == 2
+        engine.ensemble.forecast_many = original
+    assert len(calls) == 2 and engine.forecasts.hits >= 2
 
 
 def test_as_of_is_the_last_trading_date_on_or_before_it(engine):

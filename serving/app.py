@@ -1,0 +1,385 @@
+"""The Ray Serve application: FastAPI ingress -> ensemble, allocator, risk filters.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route annotations
+at runtime, after Serve has moved the routes onto its own class.)
+
+Deployments (each with its own autoscaling config, composed in ``build_app``):
+- ``Ensemble``: production forecasters; per-date forecasts batched with
+  ``@serve.batch`` and cached (they depend on market data only).
+- ``Allocator``: the production PPO or SAC policy.
+- ``RiskFilter``: the risk filters and portfolio risk; house limits come in
+  ``user_config`` and can change while it runs.
+- ``Ingress``: the HTTP API, auth, rate limits, body limits, the audit log.
+
+Every handle hop costs milliseconds here (DESIGN.md), so a recommendation
+asks the ensemble and the allocator at once and the risk filter after.
+"""
+
+import asyncio
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
+from rayfolio.data.store import FeatureStore
+from rayfolio.serving.audit import AuditLog, key_id
+from rayfolio.serving.auth import ApiKey, RateLimiter, find_key, load_api_keys
+from rayfolio.serving.engine import (
+    ForecastCache,
+    Market,
+    RequestError,
+    audit_recommendation,
+    build_response,
+    filter_and_measure,
+)
+from rayfolio.serving.ensemble import ForecastEnsemble, load_forecasters
+from rayfolio.serving.risk import HouseLimits
+from rayfolio.serving.schemas import ErrorBody, ErrorResponse, RecommendationRequest, RecommendationResponse
+from rayfolio.training.panel import Panel
+from rayfolio.training.registry import ModelRegistry, RegistryError
+
+logger = logging.getLogger("rayfolio.serving")
+
+
+class Autoscaling(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+
+    def options(self, max_ongoing_requests: int) -> dict:
+        return {
+            "autoscaling_config": self.model_dump(),
+            "max_ongoing_requests": max_ongoing_requests,
+        }
+
+
+class ServeSettings(BaseModel):
+    """What the application loads and how it guards itself; plain values (shipped to every replica)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Path
+    registry: Path
+    splits: SplitConfig
+    audit_url: str
+    allocator: str = "ppo-allocator"
+    house_limits: HouseLimits = HouseLimits()
+    rate_per_key: float = Field(50.0, gt=0)  # requests per second per key, per ingress replica
+    burst_per_key: int = Field(100, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
+    ingress: Autoscaling = Autoscaling(max_replicas=2)
+    ensemble: Autoscaling = Autoscaling()
+    allocator_scaling: Autoscaling = Autoscaling(max_replicas=2)
+    risk_filter: Autoscaling = Autoscaling()
+
+
+def _panel(settings: ServeSettings) -> Panel:
+    store = FeatureStore(settings.store)
+    store.verify()
+    return Panel.from_store(store)
+
+
+@serve.deployment(name="Ensemble")
+class EnsembleDeployment:
+    def __init__(self, settings: dict) -> None:
+        s = ServeSettings.model_validate(settings)
+        panel = _panel(s)
+        forecasters = load_forecasters(ModelRegistry(s.registry), panel)
+        self.cache = ForecastCache(ForecastEnsemble(forecasters, panel))
+        self.model_versions = {f.name: f.version for f in forecasters}
+        self.min_history = self.cache.ensemble.min_history
+
+    def info(self) -> dict:
+        return {"versions": self.model_versions, "min_history": self.min_history}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def forecast(self, ts: list[int]) -> list:
+        return self.cache.get_many(ts)
+
+
+@serve.deployment(name="Allocator")
+class AllocatorDeployment:
+    def __init__(self, settings: dict) -> None:
+        from rayfolio.rl.stage import load_agent
+
+        s = ServeSettings.model_validate(settings)
+        panel = _panel(s)
+        splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
+        self.agent, version = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
+        self.model_versions = {s.allocator: version}
+
+    def info(self) -> dict:
+        return {"versions": self.model_versions, "min_history": self.agent.env.window}
+
+    def propose(self, t: int, current: np.ndarray) -> np.ndarray:
+        return self.agent.decide(t, current)
+
+
+@serve.deployment(name="RiskFilter")
+class RiskFilterDeployment:
+    def __init__(self, settings: dict) -> None:
+        s = ServeSettings.model_validate(settings)
+        self.market = Market(_panel(s), 1)
+        self.limits = s.house_limits
+
+    def reconfigure(self, user_config: dict) -> None:
+        """House limits, live: ``serve deploy`` with a new ``user_config`` applies them without a restart."""
+        self.limits = HouseLimits.model_validate(user_config)
+
+    def info(self) -> dict:
+        return {"versions": {}, "limits": self.limits.model_dump()}
+
+    def apply(self, t: int, proposal: np.ndarray, current: np.ndarray, profile: dict):
+        from rayfolio.serving.schemas import RiskProfileIn
+
+        return filter_and_measure(self.market, t, proposal, current, RiskProfileIn.model_validate(profile),
+                                  self.limits)  # fmt: skip
+
+
+# ----- HTTP --------------------------------------------------------------------------------------
+
+ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 404, 413, 422, 429, 503)}
+
+api = FastAPI(
+    title="rayfolio",
+    version="1",
+    description="Explained, risk-checked portfolio recommendations. Bearer API keys; see the README.",
+)
+
+
+def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@api.exception_handler(RequestError)
+async def _request_error(_: Request, err: RequestError) -> JSONResponse:
+    return error(err.status, err.code, str(err))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+    first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body")
+    code = "malformed_json" if first.get("type") == "json_invalid" else "invalid_request"
+    return error(422, code, f"{where}: {first['msg']}" if where else first["msg"])
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+             429: "rate_limited", 503: "not_ready"}  # fmt: skip
+    return error(err.status_code, codes.get(err.status_code, "error"), str(err.detail), getattr(err, "headers", None))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+    logger.exception("unexpected error")  # the trace goes to the replica's log, never to the client
+    return error(500, "internal_error", "internal error; it has been logged")
+
+
+# The ingress sets this from its settings. Serve freezes a serialised copy of ``api``
+# (its middleware and any state with it) when the class is decorated, so the limit
+# travels through the replica process's environment, which every copy shares.
+BODY_LIMIT_ENV = "RAYFOLIO_MAX_BODY_BYTES"
+
+
+@api.middleware("http")
+async def _body_limit(request: Request, call_next):
+    limit = int(os.environ.get(BODY_LIMIT_ENV, 64 * 1024))
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return error(413, "too_large", f"request body over {limit} bytes")
+    if length is None and request.method in ("POST", "PUT", "PATCH"):
+        body = await request.body()  # chunked: read it once, bounded by the check below
+        if len(body) > limit:
+            return error(413, "too_large", f"request body over {limit} bytes")
+    return await call_next(request)
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, settings: dict, ensemble, allocator, risk_filter) -> None:
+        self.settings = s = ServeSettings.model_validate(settings)
+        self.ensemble, self.allocator, self.risk_filter = ensemble, allocator, risk_filter
+        self.keys = load_api_keys()
+        if not self.keys and not s.insecure_dev:
+            raise RuntimeError("no API keys configured (RAYFOLIO_API_KEYS or RAYFOLIO_API_KEYS_FILE)")
+        self.limiter = RateLimiter(s.rate_per_key, s.burst_per_key)
+        self.audit = AuditLog(s.audit_url)
+        self.registry = ModelRegistry(s.registry)
+        self.panel = _panel(s)
+        self.market: Market | None = None
+        self.model_versions: dict[str, str] = {}
+        os.environ[BODY_LIMIT_ENV] = str(s.max_body_bytes)
+
+    # ----- guards -------------------------------------------------------------------
+
+    def _key(self, request: Request, admin: bool = False) -> ApiKey:
+        if self.settings.insecure_dev and not self.keys:
+            return ApiKey("insecure-dev-anonymous", "admin")
+        header = request.headers.get("authorization", "")
+        scheme, _, presented = header.partition(" ")
+        key = find_key(self.keys, presented.strip()) if scheme.lower() == "bearer" else None
+        if key is None:
+            raise HTTPException(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        if admin and not key.admin:
+            raise HTTPException(403, "this route needs an admin key")
+        allowed, retry_after = self.limiter.allow(key.key)
+        if not allowed:
+            raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": str(max(1, round(retry_after)))})
+        return key
+
+    async def _ready(self) -> Market:
+        """Ready once every deployment has loaded and verified its models."""
+        if self.market is None:
+            infos = await asyncio.gather(
+                self.ensemble.info.remote(), self.allocator.info.remote(), self.risk_filter.info.remote()
+            )
+            self.model_versions = {k: v for info in infos for k, v in info["versions"].items()}
+            self.market = Market(self.panel, max(infos[0]["min_history"], infos[1]["min_history"]))
+        return self.market
+
+    # ----- routes -------------------------------------------------------------------
+
+    @api.get("/healthz", summary="the ingress is alive")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/readyz", summary="every model loaded and verified", responses=ERRORS)
+    async def readyz(self):
+        try:
+            await asyncio.wait_for(self._ready(), timeout=5.0)
+        except Exception:  # any failure downstream means not ready
+            return error(503, "not_ready", "models are loading or failed to load")
+        return {"status": "ready", "model_versions": self.model_versions}
+
+    @api.post("/v1/recommendations", response_model=RecommendationResponse, responses=ERRORS)
+    async def recommend(self, body: RecommendationRequest, request: Request) -> RecommendationResponse:
+        key = self._key(request)
+        market = await self._ready()
+        t, current = market.validate(body)
+        forecast_ref = self.ensemble.forecast.remote(t)
+        proposal = await self.allocator.propose.remote(t, current)
+        filtered = self.risk_filter.apply.remote(t, proposal, current, body.risk_profile.model_dump())
+        (weights, checks, risk), forecast = await asyncio.gather(filtered, forecast_ref)
+        response = build_response(market, t, current, weights, checks, risk, forecast,
+                                  body.risk_profile.horizon_days, self.model_versions)  # fmt: skip
+        audit_recommendation(self.audit, key_id(key.key), body, response)  # committed before the response leaves
+        return response
+
+    @api.get("/v1/forecasts", responses=ERRORS)
+    async def forecasts(
+        self,
+        request: Request,
+        symbols: str | None = Query(None, description="comma-separated; default: every symbol"),
+        horizon: int = Query(20, description="trading days: one of the store's label horizons"),
+        as_of: dt.date | None = None,
+    ) -> dict:
+        self._key(request)
+        market = await self._ready()
+        t = market.date_index(as_of)
+        wanted = [s.strip() for s in symbols.split(",")] if symbols else list(market.symbols)
+        market.check_symbols(wanted, "symbols")
+        forecast = await self.ensemble.forecast.remote(t)
+        if horizon not in forecast.horizons:
+            raise RequestError("invalid_request", f"horizon must be one of {list(forecast.horizons)}")
+        h, idx = forecast.horizons.index(horizon), [market.index[s] for s in wanted]
+        return {
+            "as_of": str(market.dates[t]),
+            "horizon": horizon,
+            "ensemble": {s: float(forecast.expected_return[i, h]) for s, i in zip(wanted, idx, strict=True)},
+            "confidence": {s: float(forecast.confidence[i, h]) for s, i in zip(wanted, idx, strict=True)},
+            "models": {
+                name: {s: float(scores[i, h]) for s, i in zip(wanted, idx, strict=True)}
+                for name, scores in forecast.scores.items()
+            },
+            "model_weights": {name: float(w[h]) for name, w in forecast.model_weights.items()},
+        }
+
+    @api.get("/v1/models", responses=ERRORS)
+    async def models(self, request: Request) -> dict:
+        self._key(request)
+        return {"models": [self._model(name) for name in self.registry.models()], "serving": self.model_versions}
+
+    @api.get("/v1/models/{name}", responses=ERRORS)
+    async def model(self, name: str, request: Request) -> dict:
+        self._key(request)
+        if name not in self.registry.models():
+            raise HTTPException(404, f"no model named {name!r}")
+        return self._model(name)
+
+    @api.post("/v1/models/{name}/{action}", responses=ERRORS, summary="promote or roll back (admin)")
+    async def stage(self, name: str, action: str, request: Request, version: str | None = None,
+                    stage: str = "production") -> dict:  # fmt: skip
+        self._key(request, admin=True)
+        if action not in ("promote", "rollback") or name not in self.registry.models():
+            raise HTTPException(404, f"no such model or action: {name}/{action}")
+        try:
+            if action == "promote":
+                if version is None:
+                    raise RequestError("invalid_request", "promote needs ?version=")
+                self.registry.promote(name, version, stage)
+            else:
+                self.registry.rollback(name, stage)
+        except RegistryError as err:
+            raise RequestError("registry", str(err).replace(str(self.registry.root), "<registry>")) from None
+        return self._model(name)
+
+    def _model(self, name: str) -> dict:
+        stages = {s: self.registry.stage_version(name, s) for s in ("production", "staging")}
+        versions = []
+        for v in self.registry.versions(name):
+            try:
+                info = self.registry.get(name, v)
+                metrics = {k: m for k, m in info.metrics.items() if not isinstance(m, list)}
+                versions.append({"version": v, "created_at": info.manifest["created_at"], "verified": True,
+                                 "metrics": metrics})  # fmt: skip
+            except RegistryError:
+                versions.append({"version": v, "verified": False})
+        return {"name": name, "stages": stages, "versions": versions}
+
+    @api.get("/v1/audit", responses=ERRORS, summary="audit records and chain verification (admin)")
+    async def audit_log(self, request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
+        self._key(request, admin=True)
+        check = self.audit.verify()
+        records = self.audit.records(limit=limit, offset=offset)
+        return {
+            "chain": {"ok": check.ok, "records": check.records, "first_bad_seq": check.first_bad_seq,
+                      "reason": check.reason},
+            "records": [{"seq": r.seq, "created_at": r.created_at, "key_id": r.key_id, "request_id": r.request_id,
+                         "kind": r.kind, "payload": r.payload, "hash": r.hash} for r in records],
+        }  # fmt: skip
+
+
+# Read by the ingress replica: forwarded in its runtime_env, since replicas do not
+# inherit the environment of the process that deploys them on a running cluster.
+SECRET_ENV = ("RAYFOLIO_API_KEYS", "RAYFOLIO_API_KEYS_FILE", "RAYFOLIO_AUDIT_KEY")
+
+
+def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) -> serve.Application:
+    """The whole application, each deployment with its own scaling. ``environ``
+    (default: this process's) supplies the keys' variables to the ingress."""
+    environ = dict(os.environ) if environ is None else environ
+    secrets = {k: environ[k] for k in SECRET_ENV if k in environ}
+    plain = settings.model_dump(mode="json")
+    ensemble = EnsembleDeployment.options(**settings.ensemble.options(32)).bind(plain)
+    allocator = AllocatorDeployment.options(**settings.allocator_scaling.options(32)).bind(plain)
+    risk = RiskFilterDeployment.options(
+        **settings.risk_filter.options(32), user_config=settings.house_limits.model_dump(mode="json")
+    ).bind(plain)
+    ingress = Ingress.options(**settings.ingress.options(64), ray_actor_options={"runtime_env": {"env_vars": secrets}})
+    return ingress.bind(plain, ensemble, allocator, risk)

@@ -1,0 +1,179 @@
+"""The Serve application end to end through HTTP, with tiny untrained models
+registered the way the main job registers them."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from rayfolio.data.sources import SyntheticSource
+from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.store import FeatureStore, prepare_feature_store
+from rayfolio.data.synthetic import SyntheticPanelConfig
+from rayfolio.rl.agents import rebuild_policy
+from rayfolio.rl.market import MarketData
+from rayfolio.serving.app import ServeSettings, build_app
+from rayfolio.serving.audit import RECORDS, AuditLog, sqlite_url
+from rayfolio.serving.risk import HouseLimits
+from rayfolio.training.config import TrainConfig
+from rayfolio.training.models import build_model
+from rayfolio.training.panel import Normalizer, Panel
+from rayfolio.training.registry import ModelRegistry
+from tests.serving.conftest import ENV, SPLITS
+
+USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
+
+
+def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
+    panel = Panel.from_store(store)
+    torch.manual_seed(0)
+    config = TrainConfig(family="lstm", hidden=8, window=10, layers=1)
+    model = build_model("lstm", config.model_kwargs(len(panel.feature_names), len(panel.horizons)))
+    normalizer = Normalizer.fit(panel.features[:400])
+    metrics = {"by_split_and_horizon": [{"split": "validation", "horizon": h, "rank_ic": 0.02} for h in panel.horizons]}
+    stored = {"family": "lstm", "train": config.model_dump(), "normalizer": normalizer.to_dict(),
+              "model": config.model_kwargs(len(panel.feature_names), len(panel.horizons)),
+              "feature_names": list(panel.feature_names), "horizons": list(panel.horizons),
+              "graph": {"k": 2, "lookback": 20, "sector_k": 0}}  # fmt: skip
+    common = {"feature_manifest_sha256": "0" * 64, "data_range": ("2000-01-03", "2002-09-06")}
+    v = registry.register("lstm-forecaster", model.state_dict(), stored, metrics, **common)
+    registry.promote("lstm-forecaster", v.version)
+    market = MarketData.from_panel(panel, PurgedDateSplitter(SPLITS, purge=60), ENV)
+    extractor = {"window": ENV.window, "n_assets": market.n_assets, "n_features": len(ENV.features), "embedding": 4}
+    kwargs = {"net_arch": [16], "features_extractor_kwargs": extractor}
+    policy = rebuild_policy("ppo", market, ENV, kwargs)
+    agent = {"algorithm": "ppo", "policy_kwargs": kwargs, "env": ENV.model_dump(mode="json"),
+             "symbols": market.symbols.tolist(), "feature_names": list(market.feature_names),
+             "normalizer": market.normalizer.to_dict(), "params": {}}  # fmt: skip
+    v = registry.register("ppo-allocator", policy.state_dict(), agent, {"validation_sharpe": 0.5}, **common)
+    registry.promote("ppo-allocator", v.version)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tmp_path_factory):
+    from ray import serve
+
+    root = tmp_path_factory.mktemp("serve")
+    prepare_feature_store(SyntheticSource(SyntheticPanelConfig(n_assets=6, n_days=700, seed=8)), root / "store",
+                          (5, 20, 60))  # fmt: skip
+    store = FeatureStore(root / "store")
+    register_tiny_models(ModelRegistry(root / "registry"), store)
+    settings = ServeSettings(store=root / "store", registry=root / "registry", splits=SPLITS,
+                             audit_url=sqlite_url(root / "audit.db"), max_body_bytes=4096, burst_per_key=1000,
+                             house_limits=HouseLimits(max_position=0.3))  # fmt: skip
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    environ = {"RAYFOLIO_API_KEYS": f"{USER},{OTHER},{ADMIN}:admin", "RAYFOLIO_AUDIT_KEY": "audit-secret"}
+    serve.run(build_app(settings, environ), name="rayfolio", route_prefix="/")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    yield client, settings, store
+    client.close()
+    serve.shutdown()
+
+
+def auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_health_and_readiness(service):
+    client, _, _ = service
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model_versions"] == {"lstm-forecaster": "v0001",
+                                                                           "ppo-allocator": "v0001"}  # fmt: skip
+    openapi = client.get("/openapi.json")
+    assert "/v1/recommendations" in openapi.json().get("paths", {}), openapi.text[:500]
+
+
+def test_a_recommendation_respects_every_constraint_and_is_audited(service):
+    client, settings, store = service
+    symbols = sorted(store.to_pandas()["symbol"].unique().tolist())
+    profile = {"risk_tolerance": 0.3, "max_position": 0.2, "exclude": [symbols[2]], "horizon_days": 20}
+    body = {"portfolio": {symbols[0]: 0.3, symbols[1]: 0.2}, "risk_profile": profile}
+    r = client.post("/v1/recommendations", json=body, headers=auth(USER))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    weights = out["target_weights"]
+    assert sum(weights.values()) == pytest.approx(1.0) and "CASH" in weights
+    assert all(w <= 0.2 + 1e-9 for s, w in weights.items() if s != "CASH") and symbols[2] not in weights
+    assert weights["CASH"] >= settings.house_limits.cash_floor - 1e-9
+    assert out["model_versions"] == {"lstm-forecaster": "v0001", "ppo-allocator": "v0001"}
+    assert len(out["checks"]) == 6 and set(out["expected_returns"]) == set(symbols)
+    log = AuditLog(settings.audit_url, secret=b"audit-secret")
+    record = log.get(out["request_id"])
+    assert record is not None and record.payload["response"]["target_weights"] == pytest.approx(weights)
+    assert log.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "fragment"),
+    [
+        ({"portfolio": {"NOPE": 0.1}}, 422, "unknown_symbol", "unknown symbols in portfolio: NOPE"),
+        ({"portfolio": {"SYN0000": 0.7, "SYN0001": 0.5}}, 422, "invalid_request", "sum to at most 1"),
+        ({"portfolio": {"SYN0000": -0.1}}, 422, "invalid_request", "must be a finite number >= 0"),
+        ({"risk_profile": {"risk_tolerance": 3}}, 422, "invalid_request", "risk_profile.risk_tolerance"),
+        ({"as_of": "1990-01-01"}, 422, "invalid_as_of", "outside the servable dates"),
+    ],
+)
+def test_bad_requests_get_the_error_model(service, body, status, code, fragment):
+    client, _, _ = service
+    r = client.post("/v1/recommendations", json=body, headers=auth(USER))
+    assert r.status_code == status and r.json()["error"]["code"] == code and fragment in r.json()["error"]["message"]
+
+
+def test_malformed_json_huge_bodies_and_keys(service):
+    client, _, _ = service
+    headers = {**auth(USER), "Content-Type": "application/json"}
+    r = client.post("/v1/recommendations", content=b'{"portfolio": ', headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "malformed_json"
+    r = client.post("/v1/recommendations", content=b"{" + b" " * 10_000 + b"}", headers=headers)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    for headers in ({}, auth("wrong-key-0123456789"), {"Authorization": f"Basic {USER}"}):
+        r = client.post("/v1/recommendations", json={}, headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+    for path in ("/v1/audit",):
+        assert client.get(path, headers=auth(USER)).status_code == 403
+    assert client.post("/v1/models/lstm-forecaster/rollback", headers=auth(USER)).status_code == 403
+    for r in (client.get("/v1/nowhere", headers=auth(USER)), client.post("/v1/recommendations", content=b"[1,2]",
+                                                                        headers=headers)):  # fmt: skip
+        body = r.text
+        assert "Traceback" not in body and "/work/" not in body and "site-packages" not in body
+
+
+def test_admin_sees_the_audit_chain_and_tampering_shows(service):
+    client, settings, _ = service
+    client.post("/v1/recommendations", json={}, headers=auth(OTHER))
+    audit = client.get("/v1/audit", headers=auth(ADMIN)).json()
+    assert audit["chain"]["ok"] and audit["chain"]["records"] == len(audit["records"]) >= 1
+    log = AuditLog(settings.audit_url, secret=b"audit-secret")
+    with log.engine.begin() as c:
+        c.execute(RECORDS.update().where(RECORDS.c.seq == 1).values(payload='{"edited": true}'))
+    audit = client.get("/v1/audit", headers=auth(ADMIN)).json()
+    assert not audit["chain"]["ok"] and audit["chain"]["first_bad_seq"] == 1
+
+
+def test_forecasts_and_models(service):
+    client, settings, _ = service
+    r = client.get("/v1/forecasts", params={"symbols": "SYN0000,SYN0001", "horizon": 5}, headers=auth(USER))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert set(out["ensemble"]) == {"SYN0000", "SYN0001"} and set(out["models"]) == {"lstm-forecaster"}
+    assert np.isfinite(list(out["ensemble"].values())).all()
+    assert client.get("/v1/forecasts", params={"horizon": 7}, headers=auth(USER)).status_code == 422
+    models = client.get("/v1/models", headers=auth(USER)).json()
+    assert {m["name"] for m in models["models"]} == {"lstm-forecaster", "ppo-allocator"}
+    assert client.get("/v1/models/nope", headers=auth(USER)).status_code == 404
+    r = client.post("/v1/models/lstm-forecaster/rollback", headers=auth(ADMIN))
+    assert r.status_code == 422 and "no earlier production version" in r.json()["error"]["message"]
+    assert str(settings.registry) not in r.text
