@@ -9,9 +9,10 @@ from pathlib import Path
 from rayfolio.cluster.config import ConfigError, RunConfig, load_config
 from rayfolio.data.schema import PanelValidationError
 from rayfolio.data.store import FeatureStoreError
+from rayfolio.serving.auth import KeyConfigError
 from rayfolio.training.registry import RegistryError
 
-EXPECTED_ERRORS = (ConfigError, PanelValidationError, FeatureStoreError, RegistryError)
+EXPECTED_ERRORS = (ConfigError, PanelValidationError, FeatureStoreError, RegistryError, KeyConfigError)
 
 
 def _horizons(text: str) -> tuple[int, ...]:
@@ -56,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         "backtest",
     )
+
+    serve_cmd = common(commands.add_parser("serve", help="the recommendation service (Ray Serve) on 127.0.0.1:8000"))
+    serve_cmd.add_argument("--store", type=Path, help="feature store (default: runs/<name>/features)")
+    serve_cmd.add_argument(
+        "--registry", type=Path, help="registry (default: the config's, RAYFOLIO_REGISTRY, runs/registry)"
+    )
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--audit", help="audit log SQLAlchemy URL (default: SQLite file runs/<name>/audit.db)")
+    serve_cmd.add_argument("--allocator", help="registered allocator (default: the production one with the best "
+                           "validation Sharpe)")  # fmt: skip
+    serve_cmd.add_argument("--insecure-dev", action="store_true",
+                           help="no API keys: every caller is admin (local development only)")  # fmt: skip
 
     data = commands.add_parser("data", help="feature store commands")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -229,6 +243,66 @@ def _allocation(args: argparse.Namespace) -> None:
     print(f"report: {report.write(out / 'report.md')}")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    import signal
+    import time
+
+    from ray import serve
+
+    from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.serving.app import ServeSettings, build_app
+    from rayfolio.serving.audit import sqlite_url
+    from rayfolio.serving.auth import load_api_keys
+    from rayfolio.training.registry import ModelRegistry
+
+    config = load_config(args.config)
+    keys = load_api_keys()
+    if not keys and not args.insecure_dev:
+        raise ConfigError(
+            "no API keys: set RAYFOLIO_API_KEYS (comma-separated key or key:admin) or RAYFOLIO_API_KEYS_FILE, "
+            "or pass --insecure-dev for local development"
+        )
+    registry = ModelRegistry(args.registry or config.registry or ModelRegistry.default_root())
+    allocator = args.allocator or _best_allocator(registry)
+    settings = ServeSettings(
+        store=(args.store or config.run_dir / "features").resolve(),
+        registry=registry.root.resolve(),
+        splits=config.splits,
+        audit_url=args.audit or sqlite_url(config.run_dir / "audit.db"),
+        allocator=allocator,
+        insecure_dev=args.insecure_dev and not keys,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as cleanly as Ctrl-C
+    with ray_connection(config.ray, args.address):
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(settings), name="rayfolio", route_prefix="/")
+        url = f"http://{args.host}:{args.port}"
+        auth = "" if settings.insecure_dev else ' -H "Authorization: Bearer $RAYFOLIO_KEY"'
+        print(f"\nrayfolio is serving at {url} (OpenAPI: {url}/docs); Ctrl-C stops it. Try:\n")
+        print(f"  curl -s {url}/v1/recommendations{auth} -H 'Content-Type: application/json' \\\n"
+              "    -d '{\"portfolio\": {}, \"risk_profile\": {\"risk_tolerance\": 0.5, \"horizon_days\": 20}}'\n",
+              flush=True)  # fmt: skip
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.shutdown()
+
+
+def _best_allocator(registry) -> str:
+    """The production allocator with the best validation Sharpe."""
+    candidates = []
+    for name in registry.models():
+        if name.endswith("-allocator") and registry.stage_version(name):
+            sharpe = registry.get(name, stage="production").metrics.get("validation_sharpe", float("-inf"))
+            candidates.append((sharpe, name))
+    if not candidates:
+        raise ConfigError(f"no production allocator in {registry.root}: run `rayfolio run` first")
+    return max(candidates)[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -236,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
             from rayfolio.cluster.main_job import run_main_job
 
             run_main_job(load_config(args.config), address=args.address, store_dir=args.out)
+        elif args.command == "serve":
+            _serve(args)
         elif args.command in ("rl", "backtest"):
             _allocation(args)
         elif args.command == "data" and args.data_command == "prepare":

@@ -51,16 +51,21 @@ logger = logging.getLogger("rayfolio.serving")
 
 
 class Autoscaling(BaseModel):
+    """One deployment's replicas: autoscaling bounds and CPU share. Fractional CPUs
+    let the whole app (at its maximum) fit a 2-core machine."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(8, gt=0)
+    num_cpus: float = Field(0.25, gt=0)
 
-    def options(self, max_ongoing_requests: int) -> dict:
+    def options(self, max_ongoing_requests: int, **actor_options) -> dict:
         return {
-            "autoscaling_config": self.model_dump(),
+            "autoscaling_config": self.model_dump(exclude={"num_cpus"}),
             "max_ongoing_requests": max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, **actor_options},
         }
 
 
@@ -80,7 +85,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
     ingress: Autoscaling = Autoscaling(max_replicas=2)
-    ensemble: Autoscaling = Autoscaling()
+    ensemble: Autoscaling = Autoscaling(num_cpus=0.5)
     allocator_scaling: Autoscaling = Autoscaling(max_replicas=2)
     risk_filter: Autoscaling = Autoscaling()
 
@@ -381,5 +386,11 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     risk = RiskFilterDeployment.options(
         **settings.risk_filter.options(32), user_config=settings.house_limits.model_dump(mode="json")
     ).bind(plain)
-    ingress = Ingress.options(**settings.ingress.options(64), ray_actor_options={"runtime_env": {"env_vars": secrets}})
+    ingress = Ingress.options(**settings.ingress.options(64, runtime_env={"env_vars": secrets}))
     return ingress.bind(plain, ensemble, allocator, risk)
+
+
+def app_builder(args: dict) -> serve.Application:
+    """``serve run`` / ``serve deploy`` entry (``import_path: rayfolio.serving.app:app_builder``):
+    ``args`` are ``ServeSettings`` fields."""
+    return build_app(ServeSettings.model_validate(args))

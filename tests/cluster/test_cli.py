@@ -28,7 +28,7 @@ def test_quickstart_yaml_is_the_builtin_default():
 @pytest.mark.parametrize(
     "command",
     [[], ["run"], ["data"], ["data", "prepare"], ["data", "show"], ["models", "list"], ["models", "promote"],
-     ["models", "rollback"], ["rl"], ["backtest"]],
+     ["models", "rollback"], ["rl"], ["backtest"], ["serve"]],
 )  # fmt: skip
 def test_every_command_prints_help(command):
     done = subprocess.run([sys.executable, "-m", "rayfolio.cluster.cli", *command, "--help"],
@@ -182,3 +182,16 @@ def test_main_job_on_the_embedded_default(tmp_path, ray_session, monkeypatch):
         "index_buy_hold",
     } == set(metrics)
     assert metrics["equal_weight"]["days"] == 1507
+
+
+def test_serve_refuses_to_start_without_keys(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RAYFOLIO_API_KEYS", raising=False)
+    monkeypatch.delenv("RAYFOLIO_API_KEYS_FILE", raising=False)
+    assert main(["serve", "--registry", str(tmp_path)]) == 2
+    assert "no API keys: set RAYFOLIO_API_KEYS" in capsys.readouterr().err
+    monkeypatch.setenv("RAYFOLIO_API_KEYS", "short")
+    assert main(["serve", "--registry", str(tmp_path)]) == 2
+    assert "at least 16 characters" in capsys.readouterr().err
+    monkeypatch.setenv("RAYFOLIO_API_KEYS", "a-long-enough-key-123")
+    assert main(["serve", "--registry", str(tmp_path)]) == 2
+    assert "no production allocator" in capsys.readouterr().err
