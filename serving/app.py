@@ -43,7 +43,13 @@ from rayfolio.serving.engine import (
 )
 from rayfolio.serving.ensemble import ForecastEnsemble, load_forecasters
 from rayfolio.serving.risk import HouseLimits
-from rayfolio.serving.schemas import ErrorBody, ErrorResponse, RecommendationRequest, RecommendationResponse
+from rayfolio.serving.schemas import (
+    ErrorBody,
+    ErrorResponse,
+    ExplanationRequest,
+    RecommendationRequest,
+    RecommendationResponse,
+)
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 
@@ -88,6 +94,9 @@ class ServeSettings(BaseModel):
     ensemble: Autoscaling = Autoscaling(num_cpus=0.5)
     allocator_scaling: Autoscaling = Autoscaling(max_replicas=2)
     risk_filter: Autoscaling = Autoscaling()
+    explainer: Autoscaling = Autoscaling(num_cpus=0.25)
+    explain_samples: int = Field(200, ge=10)  # expected-gradient samples per explanation
+    explain_background: int = Field(32, ge=2)  # training dates in the SHAP background
 
 
 def _panel(settings: ServeSettings) -> Panel:
@@ -151,6 +160,65 @@ class RiskFilterDeployment:
 
         return filter_and_measure(self.market, t, proposal, current, RiskProfileIn.model_validate(profile),
                                   self.limits)  # fmt: skip
+
+
+@serve.deployment(name="Explainer")
+class ExplainerDeployment:
+    """SHAP explanations in their own replicas: their cost never slows a recommendation."""
+
+    def __init__(self, settings: dict) -> None:
+        from rayfolio.rl.stage import load_agent
+
+        s = ServeSettings.model_validate(settings)
+        self.settings = s
+        self.panel = panel = _panel(s)
+        splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
+        self.ensemble = ForecastEnsemble(load_forecasters(ModelRegistry(s.registry), panel), panel)
+        self.agent, _ = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
+        train = panel.date_index(splitter.split_dates(panel.dates)["train"])
+        first = max(self.ensemble.min_history, self.agent.env.window) - 1
+        train = train[train >= first]
+        self.background = train[np.linspace(0, len(train) - 1, s.explain_background).astype(int)]
+
+    def info(self) -> dict:
+        return {"versions": {}}
+
+    def explain(self, t: int, current: np.ndarray, horizon: int) -> dict:
+        from rayfolio.explain.attributions import explain_ensemble, explain_policy
+        from rayfolio.explain.rationale import DISCLAIMER, rationale, themes
+
+        n = self.settings.explain_samples
+        forecast = explain_ensemble(self.ensemble, t, horizon, self.background, self.panel.feature_names, nsamples=n)
+        policy = explain_policy(self.agent, t, current, self.background, nsamples=n)
+        names = self.panel.feature_names
+        raw = self.panel.features[t]  # (N, F) the values the rationale quotes
+        assets = {}
+        for i, symbol in enumerate(forecast.symbols):
+            values = {f: float(raw[i, k]) for k, f in enumerate(names)}
+            by_return = themes(forecast.groups, forecast.contributions[i])
+            by_weight = themes(policy.groups, policy.contributions[i])
+            assets[symbol] = {
+                "expected_return": float(forecast.values[i]),
+                "base_value": float(forecast.base_values[i]),
+                "attributions": _top(forecast.groups, forecast.contributions[i]),
+                "rationale": rationale(symbol, f"expected {horizon}-day return", forecast.values[i], by_return,
+                                       values),
+                "policy_weight": float(policy.values[i]),
+                "policy_base_value": float(policy.base_values[i]),
+                "policy_attributions": _top(policy.groups, policy.contributions[i]),
+                "policy_rationale": rationale(symbol, "weight before risk checks", policy.values[i], by_weight,
+                                              values),
+            }  # fmt: skip
+        return {"as_of": str(self.panel.dates[t]), "horizon_days": horizon, "assets": assets, "disclaimer": DISCLAIMER,
+                "method": f"SHAP expected gradients, {n} samples, background of {len(self.background)} training "
+                          "dates; attributions + base_value = the explained value, up to sampling error"}  # fmt: skip
+
+
+def _top(groups: tuple[str, ...], contributions: np.ndarray, k: int = 8) -> list[dict]:
+    order = np.argsort(-np.abs(contributions))[:k]
+    return [{"feature": groups[j], "contribution": float(contributions[j])} for j in order] + [
+        {"feature": "all others", "contribution": float(np.delete(contributions, order).sum())}
+    ]
 
 
 # ----- HTTP --------------------------------------------------------------------------------------
@@ -217,9 +285,10 @@ async def _body_limit(request: Request, call_next):
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings: dict, ensemble, allocator, risk_filter) -> None:
+    def __init__(self, settings: dict, ensemble, allocator, risk_filter, explainer) -> None:
         self.settings = s = ServeSettings.model_validate(settings)
         self.ensemble, self.allocator, self.risk_filter = ensemble, allocator, risk_filter
+        self.explainer = explainer
         self.keys = load_api_keys()
         if not self.keys and not s.insecure_dev:
             raise RuntimeError("no API keys configured (RAYFOLIO_API_KEYS or RAYFOLIO_API_KEYS_FILE)")
@@ -252,8 +321,9 @@ class Ingress:
         """Ready once every deployment has loaded and verified its models."""
         if self.market is None:
             infos = await asyncio.gather(
-                self.ensemble.info.remote(), self.allocator.info.remote(), self.risk_filter.info.remote()
-            )
+                self.ensemble.info.remote(), self.allocator.info.remote(), self.risk_filter.info.remote(),
+                self.explainer.info.remote(),
+            )  # fmt: skip
             self.model_versions = {k: v for info in infos for k, v in info["versions"].items()}
             self.market = Market(self.panel, max(infos[0]["min_history"], infos[1]["min_history"]))
         return self.market
@@ -285,6 +355,27 @@ class Ingress:
                                   body.risk_profile.horizon_days, self.model_versions)  # fmt: skip
         audit_recommendation(self.audit, key_id(key.key), body, response)  # committed before the response leaves
         return response
+
+    @api.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
+    async def explanations(self, body: ExplanationRequest, request: Request) -> dict:
+        key = self._key(request)
+        market = await self._ready()
+        if body.request_id is not None:
+            record = self.audit.get(body.request_id)
+            # Another key's recommendation does not exist for this key (admins see all).
+            if record is None or (record.key_id != key_id(key.key) and not key.admin):
+                raise HTTPException(404, f"no recommendation {body.request_id!r} for this key")
+            original = RecommendationRequest.model_validate(record.payload["request"])
+            recommendation = original.model_copy(
+                update={"as_of": dt.date.fromisoformat(record.payload["response"]["as_of"])}
+            )
+        else:
+            recommendation = RecommendationRequest.model_validate(
+                body.model_dump(exclude={"request_id"}, exclude_none=True)
+            )
+        t, current = market.validate(recommendation)
+        out = await self.explainer.explain.remote(t, current, recommendation.risk_profile.horizon_days)
+        return {"request_id": body.request_id, **out}
 
     @api.get("/v1/forecasts", responses=ERRORS)
     async def forecasts(
@@ -386,8 +477,9 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     risk = RiskFilterDeployment.options(
         **settings.risk_filter.options(32), user_config=settings.house_limits.model_dump(mode="json")
     ).bind(plain)
+    explainer = ExplainerDeployment.options(**settings.explainer.options(4)).bind(plain)
     ingress = Ingress.options(**settings.ingress.options(64, runtime_env={"env_vars": secrets}))
-    return ingress.bind(plain, ensemble, allocator, risk)
+    return ingress.bind(plain, ensemble, allocator, risk, explainer)
 
 
 def app_builder(args: dict) -> serve.Application:

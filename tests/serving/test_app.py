@@ -177,3 +177,25 @@ def test_forecasts_and_models(service):
     r = client.post("/v1/models/lstm-forecaster/rollback", headers=auth(ADMIN))
     assert r.status_code == 422 and "no earlier production version" in r.json()["error"]["message"]
     assert str(settings.registry) not in r.text
+
+
+def test_explanations_add_up_and_respect_ownership(service):
+    client, _, _ = service
+    body = {"portfolio": {"SYN0000": 0.2}, "risk_profile": {"horizon_days": 5}}
+    r = client.post("/v1/explanations", json=body, headers=auth(USER))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert "not investment advice" in out["disclaimer"] and len(out["assets"]) == 6
+    for symbol, asset in out["assets"].items():
+        total = asset["base_value"] + sum(a["contribution"] for a in asset["attributions"])
+        assert total == pytest.approx(asset["expected_return"], abs=2e-3)  # sampling error of expected gradients
+        assert asset["rationale"].startswith(f"{symbol}: expected 5-day return")
+        assert 0.0 <= asset["policy_weight"] <= 1.0
+    recommended = client.post("/v1/recommendations", json=body, headers=auth(USER)).json()
+    mine = client.post("/v1/explanations", json={"request_id": recommended["request_id"]}, headers=auth(USER))
+    assert mine.status_code == 200 and mine.json()["as_of"] == recommended["as_of"]
+    theirs = client.post("/v1/explanations", json={"request_id": recommended["request_id"]}, headers=auth(OTHER))
+    assert theirs.status_code == 404 and theirs.json()["error"]["code"] == "not_found"
+    admin = client.post("/v1/explanations", json={"request_id": recommended["request_id"]}, headers=auth(ADMIN))
+    assert admin.status_code == 200
+    assert client.post("/v1/explanations", json={}, headers=auth(USER)).status_code == 422
