@@ -1,0 +1,150 @@
+"""Closed-loop HTTP load on the recommendation service against a trivial Serve
+ingress with the same Serve settings, in the same run.
+
+Uses the models and feature store of `make run` (runs/quickstart). The load
+generator is a separate process (asyncio + httpx, one connection per client);
+each client sends its next request when the previous one answers.
+
+Prints req/s, p50/p95/p99 latency and errors for POST /v1/recommendations and
+for the trivial ingress at 16 and 64 connections, the ratio
+recommendation / trivial, and POST /v1/explanations latency at 4 connections.
+
+    python -m bench.serve_load [--duration 30] [--haproxy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import socket
+import time
+from pathlib import Path
+
+KEY = "bench-key-0123456789abcdef"
+BODY = {"portfolio": {"AAPL": 0.1, "MSFT": 0.1}, "risk_profile": {"risk_tolerance": 0.5, "horizon_days": 20}}
+
+
+def _client(url: str, body: dict, connections: int, duration: float, out) -> None:
+    import httpx
+
+    async def run() -> tuple[list[float], int]:
+        latencies, errors = [], 0
+        deadline = time.perf_counter() + duration
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
+            async def worker() -> None:
+                nonlocal errors
+                while time.perf_counter() < deadline:
+                    started = time.perf_counter()
+                    try:
+                        r = await client.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"})
+                        ok = r.status_code == 200
+                    except httpx.HTTPError:
+                        ok = False
+                    latencies.append(time.perf_counter() - started)
+                    errors += not ok
+
+            await asyncio.gather(*(worker() for _ in range(connections)))
+        return latencies, errors
+
+    latencies, errors = asyncio.run(run())
+    out.send((latencies, errors))
+
+
+def load(url: str, body: dict, connections: int, duration: float) -> dict:
+    """Drive ``url`` from another process; figures of the run."""
+    import numpy as np
+
+    receive, send = multiprocessing.Pipe(duplex=False)
+    process = multiprocessing.get_context("spawn").Process(
+        target=_client, args=(url, body, connections, duration, send)
+    )
+    process.start()
+    latencies, errors = receive.recv()
+    process.join()
+    ms = np.array(latencies) * 1000
+    return {
+        "req_per_s": len(ms) / duration,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": errors,
+        "requests": len(ms),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="where `make run` wrote runs/")
+    parser.add_argument("--haproxy", action="store_true", help="RAY_SERVE_ENABLE_HA_PROXY=1 (binds all interfaces)")
+    args = parser.parse_args()
+    store, registry = args.runs / "quickstart" / "features", args.runs / "registry"
+    if not (store / "manifest.json").is_file() or not registry.is_dir():
+        raise SystemExit(f"no trained models under {args.runs}: run `make run` first")
+    if args.haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAYFOLIO_API_KEYS"] = KEY
+
+    import ray
+    from fastapi import FastAPI
+    from ray import serve
+
+    from rayfolio.cluster.config import RunConfig
+    from rayfolio.serving.app import ServeSettings, build_app
+    from rayfolio.serving.audit import sqlite_url
+
+    ray.init(logging_level="ERROR", include_dashboard=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    audit = Path(os.environ.get("TMPDIR", "/tmp")) / f"rayfolio-bench-audit-{os.getpid()}.db"
+    settings = ServeSettings(store=store.resolve(), registry=registry.resolve(), splits=RunConfig().splits,
+                             audit_url=sqlite_url(audit), burst_per_key=10**9, rate_per_key=10**9)  # fmt: skip
+    serve.run(build_app(settings), name="rayfolio", route_prefix="/")
+
+    trivial = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.25})
+    @serve.ingress(trivial)
+    class Trivial:
+        @trivial.post("/")
+        async def echo(self) -> dict:
+            return {"ok": True}
+
+    serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
+    base = f"http://127.0.0.1:{port}"
+    load(f"{base}/v1/recommendations", BODY, 4, 3.0)  # warm-up: models, caches, connections
+    results = {}
+    for connections in (16, 64):
+        results[f"recommendations@{connections}"] = load(f"{base}/v1/recommendations", BODY, connections,
+                                                         args.duration)  # fmt: skip
+        results[f"trivial@{connections}"] = load(f"{base}/trivial/", {}, connections, args.duration)
+    results["explanations@4"] = load(f"{base}/v1/explanations", BODY, 4, args.duration)
+    proxy = "HAProxy" if args.haproxy else "default proxy"
+    print(f"\nServe ({proxy}), {args.duration:.0f} s per run, load generator in a separate process, 2 cores shared:")
+    print(f"{'endpoint@connections':28s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
+    for name, r in results.items():
+        print(f"{name:28s} {r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} "
+              f"{r['errors']:7d}")  # fmt: skip
+    for connections in (16, 64):
+        ratio = results[f"recommendations@{connections}"]["req_per_s"] / results[f"trivial@{connections}"]["req_per_s"]
+        print(f"recommendation / trivial throughput at {connections} connections: {ratio:.2f}x (target >= 0.5x)")
+    print("targets: 0 errors, p99 <= 50 ms at 16 connections")
+    print(json.dumps(results))
+    serve.shutdown()
+    ray.shutdown()
+    audit.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
