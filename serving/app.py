@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +96,8 @@ class ServeSettings(BaseModel):
     allocator_scaling: Autoscaling = Autoscaling(max_replicas=2)
     risk_filter: Autoscaling = Autoscaling()
     explainer: Autoscaling = Autoscaling(num_cpus=0.25)
-    explain_samples: int = Field(200, ge=10)  # expected-gradient samples per explanation
-    explain_background: int = Field(32, ge=2)  # training dates in the SHAP background
+    explain_samples: int = Field(100, ge=10)  # expected-gradient samples per explanation
+    explain_background: int = Field(16, ge=2)  # training dates in the SHAP background
 
 
 def _panel(settings: ServeSettings) -> Panel:
@@ -179,6 +180,7 @@ class ExplainerDeployment:
         first = max(self.ensemble.min_history, self.agent.env.window) - 1
         train = train[train >= first]
         self.background = train[np.linspace(0, len(train) - 1, s.explain_background).astype(int)]
+        self.lock = threading.Lock()
 
     def info(self) -> dict:
         return {"versions": {}}
@@ -188,8 +190,10 @@ class ExplainerDeployment:
         from rayfolio.explain.rationale import DISCLAIMER, rationale, themes
 
         n = self.settings.explain_samples
-        forecast = explain_ensemble(self.ensemble, t, horizon, self.background, self.panel.feature_names, nsamples=n)
-        policy = explain_policy(self.agent, t, current, self.background, nsamples=n)
+        with self.lock:  # see build_app: never two SHAP passes at once in one process
+            forecast = explain_ensemble(self.ensemble, t, horizon, self.background, self.panel.feature_names,
+                                        nsamples=n)  # fmt: skip
+            policy = explain_policy(self.agent, t, current, self.background, nsamples=n)
         names = self.panel.feature_names
         raw = self.panel.features[t]  # (N, F) the values the rationale quotes
         assets = {}
@@ -477,7 +481,9 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     risk = RiskFilterDeployment.options(
         **settings.risk_filter.options(32), user_config=settings.house_limits.model_dump(mode="json")
     ).bind(plain)
-    explainer = ExplainerDeployment.options(**settings.explainer.options(4)).bind(plain)
+    # One explanation at a time per replica: SHAP's gradient passes share the models' autograd
+    # state, and concurrent ones in one process fail; more load means more replicas.
+    explainer = ExplainerDeployment.options(**settings.explainer.options(1)).bind(plain)
     ingress = Ingress.options(**settings.ingress.options(64, runtime_env={"env_vars": secrets}))
     return ingress.bind(plain, ensemble, allocator, risk, explainer)
 

@@ -82,12 +82,23 @@ def sqlite_url(path: str | os.PathLike) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 class AuditLog:
     def __init__(self, url: str, *, secret: bytes | None = None) -> None:
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, connect_args=connect_args)
+        if url.startswith("sqlite"):
+            # WAL: readers never block the appender, and a commit is one sequential write;
+            # synchronous=NORMAL keeps every commit across a crash of the process (not of the OS).
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self.secret = secret if secret is not None else os.environ.get("RAYFOLIO_AUDIT_KEY", "").encode() or None
         _metadata.create_all(self.engine)
         with self.engine.begin() as c:
