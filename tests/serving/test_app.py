@@ -26,6 +26,7 @@ from rayfolio.training.registry import ModelRegistry
 from tests.serving.conftest import ENV, SPLITS
 
 USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
+BURSTY = "bursty-key-0123456789"  # spends its whole rate-limit burst in one test
 
 
 def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
@@ -68,12 +69,19 @@ def service(ray_session, tmp_path_factory):
                           (5, 20, 60))  # fmt: skip
     store = FeatureStore(root / "store")
     register_tiny_models(ModelRegistry(root / "registry"), store)
-    settings = ServeSettings(store=root / "store", registry=root / "registry", splits=SPLITS,
-                             audit_url=sqlite_url(root / "audit.db"), max_body_bytes=4096, burst_per_key=1000,
-                             house_limits=HouseLimits(max_position=0.3))  # fmt: skip
+    settings = ServeSettings(
+        store=root / "store",
+        registry=root / "registry",
+        splits=SPLITS,
+        audit_url=sqlite_url(root / "audit.db"),
+        max_body_bytes=4096,
+        burst_per_key=60,
+        rate_per_key=1.0,
+        house_limits=HouseLimits(max_position=0.3),
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    environ = {"RAYFOLIO_API_KEYS": f"{USER},{OTHER},{ADMIN}:admin", "RAYFOLIO_AUDIT_KEY": "audit-secret"}
+    environ = {"RAYFOLIO_API_KEYS": f"{USER},{OTHER},{BURSTY},{ADMIN}:admin", "RAYFOLIO_AUDIT_KEY": "audit-secret"}
     serve.run(build_app(settings, environ), name="rayfolio", route_prefix="/")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     yield client, settings, store
@@ -199,3 +207,13 @@ def test_explanations_add_up_and_respect_ownership(service):
     admin = client.post("/v1/explanations", json={"request_id": recommended["request_id"]}, headers=auth(ADMIN))
     assert admin.status_code == 200
     assert client.post("/v1/explanations", json={}, headers=auth(USER)).status_code == 422
+
+
+def test_each_key_is_rate_limited_on_its_own(service):
+    client, _, _ = service
+    codes = [client.get("/v1/models", headers=auth(BURSTY)) for _ in range(130)]
+    assert all(r.status_code == 200 for r in codes[:55])  # the burst (60 per ingress replica)
+    limited = [r for r in codes if r.status_code == 429]
+    assert limited and limited[0].json()["error"]["code"] == "rate_limited"
+    assert int(limited[0].headers["retry-after"]) >= 1
+    assert client.get("/v1/models", headers=auth(USER)).status_code == 200  # other keys are not affected
