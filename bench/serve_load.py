@@ -108,12 +108,12 @@ def main() -> None:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     audit = Path(os.environ.get("TMPDIR", "/tmp")) / f"rayfolio-bench-audit-{os.getpid()}.db"
-    from rayfolio.cluster.cli import _best_allocator
+    from rayfolio.rl.stage import best_allocator
     from rayfolio.training.registry import ModelRegistry
 
     settings = ServeSettings(store=store.resolve(), registry=registry.resolve(), splits=RunConfig().splits,
                              audit_url=sqlite_url(audit), burst_per_key=10**9, rate_per_key=10**9,
-                             allocator=_best_allocator(ModelRegistry(registry)))  # fmt: skip
+                             allocator=best_allocator(ModelRegistry(registry)))  # fmt: skip
     serve.run(build_app(settings), name="rayfolio", route_prefix="/")
 
     trivial = FastAPI()

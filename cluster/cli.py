@@ -250,6 +250,7 @@ def _serve(args: argparse.Namespace) -> None:
     from ray import serve
 
     from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.rl.stage import best_allocator
     from rayfolio.serving.app import ServeSettings, build_app
     from rayfolio.serving.audit import sqlite_url
     from rayfolio.serving.auth import load_api_keys
@@ -263,7 +264,7 @@ def _serve(args: argparse.Namespace) -> None:
             "or pass --insecure-dev for local development"
         )
     registry = ModelRegistry(args.registry or config.registry or ModelRegistry.default_root())
-    allocator = args.allocator or _best_allocator(registry)
+    allocator = args.allocator or best_allocator(registry)
     settings = ServeSettings(
         store=(args.store or config.run_dir / "features").resolve(),
         registry=registry.root.resolve(),
@@ -289,18 +290,6 @@ def _serve(args: argparse.Namespace) -> None:
             pass
         finally:
             serve.shutdown()
-
-
-def _best_allocator(registry) -> str:
-    """The production allocator with the best validation Sharpe."""
-    candidates = []
-    for name in registry.models():
-        if name.endswith("-allocator") and registry.stage_version(name):
-            sharpe = registry.get(name, stage="production").metrics.get("validation_sharpe", float("-inf"))
-            candidates.append((sharpe, name))
-    if not candidates:
-        raise ConfigError(f"no production allocator in {registry.root}: run `rayfolio run` first")
-    return max(candidates)[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,7 @@ class EqualWeight:
     def decide(self, t: int, weights: np.ndarray) -> np.ndarray | None:
         assets = np.flatnonzero(self.market.tradable(t, self.horizon))
         if len(assets) == 0:
-            return _full(self.market.n_assets, assets, assets)
+            return None
         return _full(self.market.n_assets, assets, np.full(len(assets), 1.0 / len(assets)))
 
 

@@ -94,7 +94,6 @@ class MarketData:
             raise ValueError("the feature store has no ret_1 column: the allocators need daily returns")
         columns = [panel.feature_names.index(f) for f in feature_names]
         raw = panel.features[..., columns]
-        log_1 = panel.features[..., panel.feature_names.index("ret_1")].astype(np.float64)
         present = np.isfinite(panel.features).any(axis=-1)  # (T, N): the asset has a row that day
         has = present.any(axis=0)
         first = np.where(has, present.argmax(axis=0), len(panel.dates))
@@ -127,7 +126,7 @@ class MarketData:
             dates=panel.dates,
             symbols=panel.symbols,
             feature_names=names,
-            returns=np.nan_to_num(np.expm1(log_1), nan=0.0),
+            returns=panel.daily_returns(),
             features=normalizer.transform(raw),
             first=first,
             last=last,

@@ -212,6 +212,18 @@ def register_agent(
     return version.version, stage
 
 
+def best_allocator(registry: ModelRegistry) -> str:
+    """The production allocator with the best validation Sharpe."""
+    candidates = []
+    for name in registry.models():
+        if name.endswith("-allocator") and registry.stage_version(name):
+            sharpe = registry.get(name, stage="production").metrics.get("validation_sharpe", float("-inf"))
+            candidates.append((sharpe, name))
+    if not candidates:
+        raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
+    return max(candidates)[1]
+
+
 def load_agent(
     registry: ModelRegistry,
     name: str,

@@ -50,6 +50,7 @@ from rayfolio.serving.schemas import (
     ExplanationRequest,
     RecommendationRequest,
     RecommendationResponse,
+    RiskProfileIn,
 )
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
@@ -157,8 +158,6 @@ class RiskFilterDeployment:
         return {"versions": {}, "limits": self.limits.model_dump()}
 
     def apply(self, t: int, proposal: np.ndarray, current: np.ndarray, profile: dict):
-        from rayfolio.serving.schemas import RiskProfileIn
-
         return filter_and_measure(self.market, t, proposal, current, RiskProfileIn.model_validate(profile),
                                   self.limits)  # fmt: skip
 

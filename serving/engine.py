@@ -48,9 +48,17 @@ class Market:
         self.dates = panel.dates
         self.symbols = tuple(str(s) for s in panel.symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
-        log_1 = panel.features[..., panel.feature_names.index("ret_1")].astype(np.float64)
-        self.returns = np.nan_to_num(np.expm1(log_1))  # (T, N) simple returns, 0 where missing
+        self.returns = panel.daily_returns()  # (T, N) simple returns, 0 where missing
         self.first_servable = max(min_history, LOOKBACK) - 1
+        self._states: dict[int, MarketState] = {}
+
+    def state(self, t: int) -> MarketState:
+        """The risk filters' view of the market at t (covariance, stress), once per date."""
+        if t not in self._states:
+            if len(self._states) >= 256:
+                self._states.clear()
+            self._states[t] = MarketState.from_returns(self.symbols, self.returns[t - LOOKBACK + 1 : t + 1])
+        return self._states[t]
 
     def date_index(self, as_of: dt.date | None) -> int:
         """The last trading date on or before ``as_of`` (default: the latest)."""
@@ -94,7 +102,7 @@ def filter_and_measure(
 ) -> tuple[np.ndarray, list[Check], PortfolioRisk]:
     """The risk filters on the allocator's proposal, then the result's risk, from data dated <= t."""
     history = market.returns[t - LOOKBACK + 1 : t + 1]  # (LOOKBACK, N)
-    state = MarketState.from_returns(market.symbols, history)
+    state = market.state(t)
     weights, checks = apply_risk_filters(
         proposal, current, RiskProfile(profile.risk_tolerance, profile.max_position, tuple(profile.exclude)),
         limits, state,

@@ -59,6 +59,11 @@ class Panel:
     def from_store(cls, store: FeatureStore) -> Panel:
         return cls.from_frame(store.to_pandas(), store.feature_names, store.horizons)
 
+    def daily_returns(self) -> np.ndarray:
+        """(T, N) float64 simple return from t-1 to t (from the stored ret_1), 0 where unknown."""
+        log_1 = self.features[..., self.feature_names.index("ret_1")].astype(np.float64)
+        return np.nan_to_num(np.expm1(log_1), nan=0.0)
+
     def date_index(self, dates: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.dates, np.asarray(dates).astype("datetime64[D]"))
 
