@@ -119,8 +119,13 @@ class AgentAllocator:
         self.env = PortfolioEnv(market, env, period, random_start=False)
 
     def decide(self, t: int, weights: np.ndarray) -> np.ndarray:
-        action, _ = self.policy.predict(self.env.observation(t, weights), deterministic=True)
-        return self.env.target_weights(action, t)
+        return self.decide_many([t], [weights])[0]
+
+    def decide_many(self, ts: list[int], weights: list[np.ndarray]) -> list[np.ndarray]:
+        """Several (date, current weights) decisions in one forward pass of the policy."""
+        observations = np.stack([self.env.observation(t, w) for t, w in zip(ts, weights, strict=True)])  # (B, D)
+        actions, _ = self.policy.predict(observations, deterministic=True)  # (B, N+1)
+        return [self.env.target_weights(a, t) for a, t in zip(actions, ts, strict=True)]
 
 
 def evaluate_agent(

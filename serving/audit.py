@@ -113,21 +113,31 @@ class AuditLog:
 
     def append(self, *, key: str, request_id: str, kind: str, payload: dict) -> AuditRecord:
         """Append one record; returns it once committed."""
-        text = canonical(payload)
+        return self.append_many([(key, request_id, kind, payload)])[0]
+
+    def append_many(self, entries: list[tuple[str, str, str, dict]]) -> list[AuditRecord]:
+        """Append (key, request_id, kind, payload) records in order, in one transaction:
+        all are committed when this returns, or none is (one write lock, one commit)."""
+        texts = [canonical(payload) for _, _, _, payload in entries]
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        out = []
         with self.engine.begin() as c:
             # Taking the head row for update first serialises appenders (SQLite: the write lock).
-            c.execute(HEAD.update().where(HEAD.c.id == 1).values(seq=HEAD.c.seq + 1))
-            seq, prev = c.execute(sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
-            digest = self._digest(seq, created_at, key, request_id, kind, text, prev)
-            c.execute(
-                RECORDS.insert().values(
-                    seq=seq, created_at=created_at, key_id=key, request_id=request_id, kind=kind, payload=text,
-                    prev_hash=prev, hash=digest,
-                )
-            )  # fmt: skip
-            c.execute(HEAD.update().where(HEAD.c.id == 1).values(hash=digest))
-        return AuditRecord(seq, created_at, key, request_id, kind, payload, prev, digest)
+            c.execute(HEAD.update().where(HEAD.c.id == 1).values(seq=HEAD.c.seq + len(entries)))
+            last, prev = c.execute(sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
+            rows = []
+            for seq, (key, request_id, kind, payload), text in zip(
+                range(last - len(entries) + 1, last + 1), entries, texts, strict=True
+            ):
+                digest = self._digest(seq, created_at, key, request_id, kind, text, prev)
+                rows.append({"seq": seq, "created_at": created_at, "key_id": key, "request_id": request_id,
+                             "kind": kind, "payload": text, "prev_hash": prev, "hash": digest})  # fmt: skip
+                out.append(AuditRecord(seq, created_at, key, request_id, kind, payload, prev, digest))
+                prev = digest
+            if rows:
+                c.execute(RECORDS.insert(), rows)
+                c.execute(HEAD.update().where(HEAD.c.id == 1).values(hash=prev))
+        return out
 
     def records(self, *, key: str | None = None, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
         """Records in order; only ``key``'s when given."""

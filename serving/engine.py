@@ -141,15 +141,15 @@ def build_response(
     )
 
 
-def audit_recommendation(
-    audit: AuditLog, key: str, request: RecommendationRequest, response: RecommendationResponse
+def audit_recommendations(
+    audit: AuditLog, entries: list[tuple[str, RecommendationRequest, RecommendationResponse]]
 ) -> None:
-    audit.append(
-        key=key,
-        request_id=response.request_id,
-        kind="recommendation",
-        payload={"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")},
-    )
+    """(key id, request, response) records, committed together before any response leaves."""
+    audit.append_many([
+        (key, response.request_id, "recommendation",
+         {"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")})
+        for key, request, response in entries
+    ])  # fmt: skip
 
 
 class ForecastCache:
@@ -199,5 +199,5 @@ class RecommendationEngine:
                                                    self.limits)  # fmt: skip
         response = build_response(self.market, t, current, weights, checks, risk, forecast,
                                   request.risk_profile.horizon_days, self.model_versions)  # fmt: skip
-        audit_recommendation(self.audit, key, request, response)
+        audit_recommendations(self.audit, [(key, request, response)])
         return response

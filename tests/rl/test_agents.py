@@ -80,6 +80,11 @@ def test_registered_agents_reload_verified_and_act_identically(searches, small_s
         np.testing.assert_array_equal(agent.policy.predict(obs, deterministic=True)[0],
                                       original.predict(obs, deterministic=True)[0])  # fmt: skip
         np.testing.assert_allclose(agent.decide(t, weights).sum(), 1.0)
+        # A batch of decisions (the service's path) equals the decisions one at a time.
+        ts, currents = [t, t + 3], [weights, np.full(store_market.n_assets + 1, 1 / (store_market.n_assets + 1))]
+        for one, many in zip([agent.decide(*d) for d in zip(ts, currents, strict=True)],
+                             agent.decide_many(ts, currents), strict=True):  # fmt: skip
+            np.testing.assert_allclose(one, many, atol=1e-6)
     stored = json.loads((registry.root / "ppo-allocator" / "v0001" / "config.json").read_text())
     assert stored["symbols"] == store_market.symbols.tolist() and stored["algorithm"] == "ppo"
 

@@ -113,6 +113,19 @@ def test_concurrent_appenders_in_several_processes_keep_one_chain(tmp_path):
     assert check.ok and check.records == 75
 
 
+def test_a_batch_appends_in_order_in_one_chain(tmp_path):
+    log = filled(tmp_path, n=2)
+    batch = log.append_many([(key_id("key-0"), f"b{i}", "recommendation", {"i": i}) for i in range(5)])
+    assert [r.seq for r in batch] == [3, 4, 5, 6, 7] and batch[0].prev_hash == log.records()[1].hash
+    assert log.append_many([]) == [] and log.verify().ok and log.verify().records == 7
+    log.append(key="x", request_id="after", kind="recommendation", payload={})
+    assert log.verify().ok and log.records(offset=7)[0].prev_hash == batch[-1].hash
+    # One bad record (a duplicate id) refuses the whole batch: nothing of it is written.
+    with pytest.raises(sa.exc.IntegrityError):
+        log.append_many([("x", "new", "recommendation", {}), ("x", "b1", "recommendation", {})])
+    assert log.count() == 8 and log.get("new") is None and log.verify().ok
+
+
 def test_duplicate_request_ids_are_refused(tmp_path):
     log = filled(tmp_path, n=1)
     with pytest.raises(sa.exc.IntegrityError):
