@@ -9,10 +9,15 @@ Deployments (each with its own autoscaling config, composed in ``build_app``):
 - ``Allocator``: the production PPO or SAC policy.
 - ``RiskFilter``: the risk filters and portfolio risk; house limits come in
   ``user_config`` and can change while it runs.
+- ``Explainer``: SHAP attributions and rationales, in replicas of their own.
 - ``Ingress``: the HTTP API, auth, rate limits, body limits, the audit log.
 
-Every handle hop costs milliseconds here (DESIGN.md), so a recommendation
-asks the ensemble and the allocator at once and the risk filter after.
+Every handle hop costs milliseconds of CPU here (DESIGN.md). The ensemble's
+per-date forecasts are kept in the ingress after their first fetch; the policy
+and the risk filters run either in the ingress (``placement="ingress"``, the
+default: no hop for a cached date) or in their own deployments
+(``placement="deployments"``: one allocator call and one risk-filter call per
+batch of concurrent requests). Either way one audit transaction per batch.
 """
 
 import asyncio
@@ -20,7 +25,9 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -38,11 +45,12 @@ from rayfolio.serving.engine import (
     ForecastCache,
     Market,
     RequestError,
-    audit_recommendation,
+    audit_recommendations,
     build_response,
     filter_and_measure,
 )
 from rayfolio.serving.ensemble import ForecastEnsemble, load_forecasters
+from rayfolio.serving.metrics import ServiceMetrics
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.schemas import (
     ErrorBody,
@@ -87,6 +95,12 @@ class ServeSettings(BaseModel):
     splits: SplitConfig
     audit_url: str
     allocator: str = "ppo-allocator"
+    # Where the policy and the risk filters run for a recommendation. "ingress": in the
+    # ingress replica, so a date whose forecasts are cached costs no handle hop (each hop
+    # costs ~5 ms of CPU on this 2-core machine; bench/serve_load.py measures both).
+    # "deployments": in the Allocator and RiskFilter deployments, each scaled on its own
+    # (e.g. a large policy on GPU workers of a cluster).
+    placement: Literal["ingress", "deployments"] = "ingress"
     house_limits: HouseLimits = HouseLimits()
     rate_per_key: float = Field(50.0, gt=0)  # requests per second per key, per ingress replica
     burst_per_key: int = Field(100, ge=1)
@@ -116,13 +130,18 @@ class EnsembleDeployment:
         self.cache = ForecastCache(ForecastEnsemble(forecasters, panel))
         self.model_versions = {f.name: f.version for f in forecasters}
         self.min_history = self.cache.ensemble.min_history
+        self.metrics = ServiceMetrics()
+        self.metrics.versions(self.model_versions)
 
     def info(self) -> dict:
         return {"versions": self.model_versions, "min_history": self.min_history}
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def forecast(self, ts: list[int]) -> list:
-        return self.cache.get_many(ts)
+        hits, misses = self.cache.hits, self.cache.misses
+        out = self.cache.get_many(ts)
+        self.metrics.cache_lookups(self.cache.hits - hits, self.cache.misses - misses, "ensemble")
+        return out
 
 
 @serve.deployment(name="Allocator")
@@ -135,12 +154,14 @@ class AllocatorDeployment:
         splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
         self.agent, version = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
         self.model_versions = {s.allocator: version}
+        ServiceMetrics().versions(self.model_versions)
 
     def info(self) -> dict:
         return {"versions": self.model_versions, "min_history": self.agent.env.window}
 
-    def propose(self, t: int, current: np.ndarray) -> np.ndarray:
-        return self.agent.decide(t, current)
+    def propose_many(self, ts: list[int], currents: list[np.ndarray]) -> list[np.ndarray]:
+        """A batch of (date, current weights) -> target weights, one policy forward pass."""
+        return self.agent.decide_many(ts, currents)
 
 
 @serve.deployment(name="RiskFilter")
@@ -157,9 +178,10 @@ class RiskFilterDeployment:
     def info(self) -> dict:
         return {"versions": {}, "limits": self.limits.model_dump()}
 
-    def apply(self, t: int, proposal: np.ndarray, current: np.ndarray, profile: dict):
-        return filter_and_measure(self.market, t, proposal, current, RiskProfileIn.model_validate(profile),
-                                  self.limits)  # fmt: skip
+    def apply_many(self, items: list[tuple[int, np.ndarray, np.ndarray, dict]]) -> list[tuple]:
+        """(date, proposal, current, risk profile) -> (weights, checks, portfolio risk), for a batch."""
+        return [filter_and_measure(self.market, t, proposal, current, RiskProfileIn.model_validate(profile),
+                                   self.limits) for t, proposal, current, profile in items]  # fmt: skip
 
 
 @serve.deployment(name="Explainer")
@@ -288,7 +310,7 @@ async def _body_limit(request: Request, call_next):
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings: dict, ensemble, allocator, risk_filter, explainer) -> None:
+    def __init__(self, settings: dict, ensemble, explainer, allocator=None, risk_filter=None) -> None:
         self.settings = s = ServeSettings.model_validate(settings)
         self.ensemble, self.allocator, self.risk_filter = ensemble, allocator, risk_filter
         self.explainer = explainer
@@ -299,9 +321,23 @@ class Ingress:
         self.audit = AuditLog(s.audit_url)
         self.registry = ModelRegistry(s.registry)
         self.panel = _panel(s)
+        self.limits = s.house_limits
+        self.agent, self.local_versions = None, {}
+        if allocator is None:  # placement "ingress": the policy and the risk filters run here
+            from rayfolio.rl.stage import load_agent
+
+            splitter = PurgedDateSplitter(s.splits, purge=max(self.panel.horizons))
+            self.agent, version = load_agent(self.registry, s.allocator, self.panel, splitter, whole_panel=True)
+            self.local_versions = {s.allocator: version}
         self.market: Market | None = None
         self.model_versions: dict[str, str] = {}
+        self.forecast_cache: dict[int, object] = {}  # date index -> EnsembleForecast, oldest dropped first
+        self.metrics = ServiceMetrics()
         os.environ[BODY_LIMIT_ENV] = str(s.max_body_bytes)
+
+    def reconfigure(self, user_config: dict) -> None:
+        """House limits, live, when the risk filters run here (placement "ingress")."""
+        self.limits = HouseLimits.model_validate(user_config)
 
     # ----- guards -------------------------------------------------------------------
 
@@ -323,12 +359,18 @@ class Ingress:
     async def _ready(self) -> Market:
         """Ready once every deployment has loaded and verified its models."""
         if self.market is None:
-            infos = await asyncio.gather(
-                self.ensemble.info.remote(), self.allocator.info.remote(), self.risk_filter.info.remote(),
-                self.explainer.info.remote(),
-            )  # fmt: skip
+            if self.agent is not None:
+                local = {"versions": self.local_versions, "min_history": self.agent.env.window}
+                calls = [self.ensemble.info.remote(), self.explainer.info.remote()]
+            else:
+                calls = [self.ensemble.info.remote(), self.explainer.info.remote(), self.allocator.info.remote(),
+                         self.risk_filter.info.remote()]  # fmt: skip
+            infos = list(await asyncio.gather(*calls))
+            if self.agent is not None:
+                infos.append(local)
             self.model_versions = {k: v for info in infos for k, v in info["versions"].items()}
-            self.market = Market(self.panel, max(infos[0]["min_history"], infos[1]["min_history"]))
+            self.market = Market(self.panel, max(info.get("min_history", 1) for info in infos))
+            self.metrics.versions(self.local_versions)
         return self.market
 
     # ----- routes -------------------------------------------------------------------
@@ -349,15 +391,51 @@ class Ingress:
     async def recommend(self, body: RecommendationRequest, request: Request) -> RecommendationResponse:
         key = self._key(request)
         market = await self._ready()
-        t, current = market.validate(body)
-        forecast_ref = self.ensemble.forecast.remote(t)
-        proposal = await self.allocator.propose.remote(t, current)
-        filtered = self.risk_filter.apply.remote(t, proposal, current, body.risk_profile.model_dump())
-        (weights, checks, risk), forecast = await asyncio.gather(filtered, forecast_ref)
-        response = build_response(market, t, current, weights, checks, risk, forecast,
-                                  body.risk_profile.horizon_days, self.model_versions)  # fmt: skip
-        audit_recommendation(self.audit, key_id(key.key), body, response)  # committed before the response leaves
+        t, current = market.validate(body)  # a bad request fails alone, before it joins a batch
+        started = time.perf_counter()
+        response = await self._recommend_batch((key_id(key.key), body, t, current))
+        self.metrics.served(self.settings.allocator, response.checks, (time.perf_counter() - started) * 1e3)
         return response
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _recommend_batch(self, items: list[tuple[str, RecommendationRequest, int, np.ndarray]]) -> list:
+        """Concurrent recommendations share their handle hops: one allocator call and one
+        risk-filter call per batch (each hop costs milliseconds of CPU here), and one audit
+        transaction, committed before any of the responses leaves."""
+        ts = [t for _, _, t, _ in items]
+        currents = [current for _, _, _, current in items]
+        if self.agent is not None:  # placement "ingress"
+            forecasts = await self._forecasts(sorted(set(ts)))
+            proposals = self.agent.decide_many(ts, currents)
+            filtered = [filter_and_measure(self.market, t, p, c, body.risk_profile, self.limits)
+                        for (_, body, t, c), p in zip(items, proposals, strict=True)]  # fmt: skip
+        else:
+            proposals, forecasts = await asyncio.gather(
+                self.allocator.propose_many.remote(ts, currents), self._forecasts(sorted(set(ts)))
+            )
+            filtered = await self.risk_filter.apply_many.remote(
+                [(t, p, c, body.risk_profile.model_dump()) for (_, body, t, c), p in zip(items, proposals, strict=True)]
+            )
+        responses = [
+            build_response(self.market, t, current, weights, checks, risk, forecasts[t],
+                           body.risk_profile.horizon_days, self.model_versions)
+            for (_, body, t, current), (weights, checks, risk) in zip(items, filtered, strict=True)
+        ]  # fmt: skip
+        entries = [(key, body, r) for (key, body, _, _), r in zip(items, responses, strict=True)]
+        audit_recommendations(self.audit, entries)  # committed before the responses leave
+        return responses
+
+    async def _forecasts(self, ts: list[int]) -> dict:
+        """The ensemble's per-date forecasts, kept here too: a date's forecast never changes
+        while these models serve, so repeats skip the hop."""
+        missing = [t for t in ts if t not in self.forecast_cache]
+        self.metrics.cache_lookups(len(ts) - len(missing), len(missing), "ingress")
+        for t, forecast in zip(missing, await asyncio.gather(*(self.ensemble.forecast.remote(t) for t in missing)),
+                               strict=True):  # fmt: skip
+            if len(self.forecast_cache) >= 256:
+                self.forecast_cache.pop(next(iter(self.forecast_cache)))
+            self.forecast_cache[t] = forecast
+        return {t: self.forecast_cache[t] for t in ts}
 
     @api.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
     async def explanations(self, body: ExplanationRequest, request: Request) -> dict:
@@ -378,6 +456,7 @@ class Ingress:
             )
         t, current = market.validate(recommendation)
         out = await self.explainer.explain.remote(t, current, recommendation.risk_profile.horizon_days)
+        self.metrics.explanations.inc()
         return {"request_id": body.request_id, **out}
 
     @api.get("/v1/forecasts", responses=ERRORS)
@@ -475,16 +554,17 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     environ = dict(os.environ) if environ is None else environ
     secrets = {k: environ[k] for k in SECRET_ENV if k in environ}
     plain = settings.model_dump(mode="json")
+    limits = settings.house_limits.model_dump(mode="json")
     ensemble = EnsembleDeployment.options(**settings.ensemble.options(32)).bind(plain)
-    allocator = AllocatorDeployment.options(**settings.allocator_scaling.options(32)).bind(plain)
-    risk = RiskFilterDeployment.options(
-        **settings.risk_filter.options(32), user_config=settings.house_limits.model_dump(mode="json")
-    ).bind(plain)
     # One explanation at a time per replica: SHAP's gradient passes share the models' autograd
     # state, and concurrent ones in one process fail; more load means more replicas.
     explainer = ExplainerDeployment.options(**settings.explainer.options(1)).bind(plain)
     ingress = Ingress.options(**settings.ingress.options(64, runtime_env={"env_vars": secrets}))
-    return ingress.bind(plain, ensemble, allocator, risk, explainer)
+    if settings.placement == "ingress":
+        return ingress.options(user_config=limits).bind(plain, ensemble, explainer)
+    allocator = AllocatorDeployment.options(**settings.allocator_scaling.options(32)).bind(plain)
+    risk = RiskFilterDeployment.options(**settings.risk_filter.options(32), user_config=limits).bind(plain)
+    return ingress.bind(plain, ensemble, explainer, allocator, risk)
 
 
 def app_builder(args: dict) -> serve.Application:

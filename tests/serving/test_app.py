@@ -217,3 +217,68 @@ def test_each_key_is_rate_limited_on_its_own(service):
     assert limited and limited[0].json()["error"]["code"] == "rate_limited"
     assert int(limited[0].headers["retry-after"]) >= 1
     assert client.get("/v1/models", headers=auth(USER)).status_code == 200  # other keys are not affected
+
+
+def test_both_placements_recommend_the_same_and_limits_change_live(service):
+    """The policy and risk filters in their own deployments give the same answer as in the
+    ingress; new house limits in ``user_config`` apply without a restart."""
+    from ray import serve
+
+    client, settings, store = service
+    symbols = sorted(store.to_pandas()["symbol"].unique().tolist())
+    body = {"portfolio": {symbols[0]: 0.4, symbols[3]: 0.1}, "as_of": "2002-06-03",
+            "risk_profile": {"risk_tolerance": 0.6, "horizon_days": 5}}  # fmt: skip
+    environ = {"RAYFOLIO_API_KEYS": USER, "RAYFOLIO_AUDIT_KEY": "audit-secret"}
+    split = settings.model_copy(update={"placement": "deployments"})
+    serve.run(build_app(split, environ), name="split", route_prefix="/split")
+    try:
+        here = client.post("/v1/recommendations", json=body, headers=auth(USER)).json()
+        there = client.post("/split/v1/recommendations", json=body, headers=auth(USER))
+        assert there.status_code == 200, there.text
+        assert there.json()["target_weights"] == pytest.approx(here["target_weights"], abs=1e-9)
+        assert there.json()["checks"] == here["checks"] and there.json()["model_versions"] == here["model_versions"]
+
+        tighter = split.model_copy(update={"house_limits": HouseLimits(max_position=0.1)})
+        serve.run(build_app(tighter, environ), name="split", route_prefix="/split")
+        after = client.post("/split/v1/recommendations", json=body, headers=auth(USER)).json()
+        assert max(w for s, w in after["target_weights"].items() if s != "CASH") <= 0.1 + 1e-9
+        assert any(c["name"] == "max_position" and c["changed"] for c in after["checks"])
+    finally:
+        serve.delete("split")
+
+
+def test_metrics_reach_prometheus_and_the_dashboard_asks_for_real_ones(service):
+    """The service's custom metrics in the node's Prometheus export, and every metric the
+    Grafana dashboard queries among what is exported (or Ray's own)."""
+    import json
+    import re
+    import time
+    from pathlib import Path
+
+    import ray
+
+    from rayfolio.serving.metrics import EXPORTED
+
+    client, _, store = service
+    symbol = sorted(store.to_pandas()["symbol"].unique().tolist())[0]
+    for _ in range(3):
+        assert (
+            client.post("/v1/recommendations", json={"portfolio": {symbol: 0.5}}, headers=auth(USER)).status_code == 200
+        )
+    assert client.post("/v1/recommendations", json={"portfolio": {"NOPE": 0.5}}, headers=auth(USER)).status_code == 422
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "cluster" / "grafana" / "rayfolio-dashboard.json")
+                           .read_text())  # fmt: skip
+    queried = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"\bray_[a-z_]+", t["expr"])}
+    assert {re.sub(r"_(bucket|count|sum)$", "", m) for m in queried if m.startswith("ray_rayfolio")} <= set(EXPORTED)
+    deadline, text = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:  # metrics leave the replicas every few seconds
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        names = set(re.findall(r"^(ray_[a-z_]+)", text, flags=re.M))
+        if {"ray_rayfolio_recommendations_total", "ray_rayfolio_model_version_info"} <= names and queried <= names:
+            break
+        time.sleep(3)
+    names = set(re.findall(r"^(ray_[a-z_]+)", text, flags=re.M))
+    assert queried <= names, sorted(queried - names)
+    assert re.search(r'ray_rayfolio_model_version_info\{[^}]*model="ppo-allocator"[^}]*version="v0001"', text)
+    assert re.search(r'ray_rayfolio_forecast_cache_total\{[^}]*result="hit"', text)

@@ -19,6 +19,8 @@ def test_serve_config_passes_serves_schema_and_ours():
     assert schema.http_options.host == "127.0.0.1"
     app = raw["applications"][0]
     assert app["import_path"] == "rayfolio.serving.app:app_builder"
-    ServeSettings.model_validate(app["args"])  # what app_builder validates
-    risk = next(d for d in app["deployments"] if d["name"] == "RiskFilter")
-    assert HouseLimits.model_validate(risk["user_config"]) == HouseLimits()
+    settings = ServeSettings.model_validate(app["args"])  # what app_builder validates
+    # House limits go to the deployment that runs the risk filters.
+    filters = "Ingress" if settings.placement == "ingress" else "RiskFilter"
+    (risk,) = [d for d in app["deployments"] if "user_config" in d]
+    assert risk["name"] == filters and HouseLimits.model_validate(risk["user_config"]) == HouseLimits()

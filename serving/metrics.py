@@ -1,0 +1,61 @@
+"""The service's own Prometheus metrics (``ray.util.metrics``), exported by every
+Ray node beside Ray's and Serve's (``ray_`` is prefixed to each name); the
+Grafana dashboard in cluster/grafana/ plots them.
+
+Created in the replica that records them: one ``ServiceMetrics`` per replica.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ray.util import metrics
+
+# Names as Prometheus shows them (with Ray's prefix): the dashboard test checks its queries against these.
+EXPORTED = (
+    "ray_rayfolio_recommendations_total",
+    "ray_rayfolio_recommendation_latency_ms",
+    "ray_rayfolio_risk_checks_triggered_total",
+    "ray_rayfolio_forecast_cache_total",
+    "ray_rayfolio_model_version_info",
+    "ray_rayfolio_explanations_total",
+)
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.recommendations = metrics.Counter(
+            "rayfolio_recommendations_total", "recommendations answered (audited)", tag_keys=("allocator",)
+        )
+        self.latency = metrics.Histogram(
+            "rayfolio_recommendation_latency_ms",
+            "time in the ingress per recommendation, validation to audit commit",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+        )
+        self.checks = metrics.Counter(
+            "rayfolio_risk_checks_triggered_total", "risk checks that changed a recommendation", tag_keys=("check",)
+        )
+        self.cache = metrics.Counter(
+            "rayfolio_forecast_cache_total", "per-date forecast lookups by outcome", tag_keys=("result", "where")
+        )
+        self.model_version = metrics.Gauge(
+            "rayfolio_model_version_info", "1 for each model version this replica serves", tag_keys=("model", "version")
+        )
+        self.explanations = metrics.Counter("rayfolio_explanations_total", "explanations computed")
+
+    def served(self, allocator: str, checks: Iterable, latency_ms: float) -> None:
+        self.recommendations.inc(tags={"allocator": allocator})
+        self.latency.observe(latency_ms)
+        for check in checks:
+            if check.changed:
+                self.checks.inc(tags={"check": check.name})
+
+    def cache_lookups(self, hits: int, misses: int, where: str) -> None:
+        if hits:
+            self.cache.inc(hits, tags={"result": "hit", "where": where})
+        if misses:
+            self.cache.inc(misses, tags={"result": "miss", "where": where})
+
+    def versions(self, versions: dict[str, str]) -> None:
+        for model, version in versions.items():
+            self.model_version.set(1, tags={"model": model, "version": version})
