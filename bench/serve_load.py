@@ -2,14 +2,17 @@
 ingress with the same Serve settings, in the same run.
 
 Uses the models and feature store of `make run` (runs/quickstart). The load
-generator is a separate process (asyncio + httpx, one connection per client);
-each client sends its next request when the previous one answers.
+generator is a separate process: wrk (Debian package `wrk`, a Lua script for the
+body and key) when it is installed, else asyncio + httpx (one connection per
+client; it costs more CPU than wrk on the same 2 cores, so its figures are lower).
+Either way each connection sends its next request when the previous one answers.
 
 Prints req/s, p50/p95/p99 latency and errors for POST /v1/recommendations and
 for the trivial ingress at 16 and 64 connections, the ratio
 recommendation / trivial, and POST /v1/explanations latency at 4 connections.
 
-    python -m bench.serve_load [--duration 30] [--haproxy]
+    python -m bench.serve_load [--duration 30] [--placement ingress|deployments] [--haproxy]
+                               [--throughput-optimized]
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import asyncio
 import json
 import multiprocessing
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,8 +61,38 @@ def _client(url: str, body: dict, connections: int, duration: float, out) -> Non
     out.send((latencies, errors))
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = BODY
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer KEY"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\\n", summary.requests, e.connect + e.read + e.write + e.timeout,
+    e.status, latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def load_wrk(url: str, body: dict, connections: int, duration: float) -> dict:
+    """wrk, one thread (the other core serves), latencies in microseconds from its histogram."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT.replace("BODY", json.dumps(json.dumps(body))).replace("KEY", KEY))
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration:.0f}s", "--timeout", "30s",
+                              "-s", script.name, url], capture_output=True, text=True, check=True).stdout  # fmt: skip
+    finally:
+        os.unlink(script.name)
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    requests, failed, bad_status, p50, p95, p99, micros = map(int, line.split()[1:])
+    return {"req_per_s": requests / (micros / 1e6), "p50_ms": p50 / 1e3, "p95_ms": p95 / 1e3, "p99_ms": p99 / 1e3,
+            "errors": failed + bad_status, "requests": requests}  # fmt: skip
+
+
 def load(url: str, body: dict, connections: int, duration: float) -> dict:
     """Drive ``url`` from another process; figures of the run."""
+    if shutil.which("wrk"):
+        return load_wrk(url, body, connections, duration)
     import numpy as np
 
     receive, send = multiprocessing.Pipe(duplex=False)
@@ -87,13 +123,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="where `make run` wrote runs/")
+    parser.add_argument(
+        "--placement",
+        choices=("ingress", "deployments"),
+        default="ingress",
+        help="where the policy and the risk filters run (ServeSettings.placement)",
+    )
     parser.add_argument("--haproxy", action="store_true", help="RAY_SERVE_ENABLE_HA_PROXY=1 (binds all interfaces)")
+    parser.add_argument("--throughput-optimized", action="store_true",
+                        help="RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC between replicas)")  # fmt: skip
     args = parser.parse_args()
     store, registry = args.runs / "quickstart" / "features", args.runs / "registry"
     if not (store / "manifest.json").is_file() or not registry.is_dir():
         raise SystemExit(f"no trained models under {args.runs}: run `make run` first")
     if args.haproxy:
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
     os.environ["RAYFOLIO_API_KEYS"] = KEY
 
     import ray
@@ -113,7 +159,7 @@ def main() -> None:
 
     settings = ServeSettings(store=store.resolve(), registry=registry.resolve(), splits=RunConfig().splits,
                              audit_url=sqlite_url(audit), burst_per_key=10**9, rate_per_key=10**9,
-                             allocator=best_allocator(ModelRegistry(registry)))  # fmt: skip
+                             allocator=best_allocator(ModelRegistry(registry)), placement=args.placement)  # fmt: skip
     serve.run(build_app(settings), name="rayfolio", route_prefix="/")
 
     trivial = FastAPI()
@@ -134,8 +180,10 @@ def main() -> None:
                                                          args.duration)  # fmt: skip
         results[f"trivial@{connections}"] = load(f"{base}/trivial/", {}, connections, args.duration)
     results["explanations@4"] = load(f"{base}/v1/explanations", BODY, 4, args.duration)
-    proxy = "HAProxy" if args.haproxy else "default proxy"
-    print(f"\nServe ({proxy}), {args.duration:.0f} s per run, load generator in a separate process, 2 cores shared:")
+    proxy = f"placement {args.placement}, " + ("HAProxy" if args.haproxy else "default proxy")
+    proxy += ", throughput-optimized" * args.throughput_optimized
+    generator = "wrk" if shutil.which("wrk") else "httpx"
+    print(f"\nServe ({proxy}), {args.duration:.0f} s per run, {generator} in a separate process, 2 cores shared:")
     print(f"{'endpoint@connections':28s} {'req/s':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'errors':>7s}")
     for name, r in results.items():
         print(f"{name:28s} {r['req_per_s']:8.1f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} "
