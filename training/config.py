@@ -55,4 +55,7 @@ class ScalingOptions(BaseModel):
     # 2 x 0.45 plus a Tune trial's token 0.01 leaves 1.09 (at 2 x 0.5 it would hang).
     cpus_per_worker: float = Field(0.45, gt=0)
     use_gpu: bool | None = None  # None: use GPUs when the cluster has them
+    # PACK keeps a run's workers on as few nodes as fit (fast collectives); SPREAD puts
+    # them on different nodes where it can (one node lost costs one worker, not the run).
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     max_failures: int = Field(2, ge=0)  # worker crashes survived by resuming from the last checkpoint

@@ -208,7 +208,10 @@ class TrainedModel:
 def scaling_config(options: ScalingOptions) -> ScalingConfig:
     use_gpu = options.use_gpu if options.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
     return ScalingConfig(
-        num_workers=options.num_workers, use_gpu=use_gpu, resources_per_worker={"CPU": options.cpus_per_worker}
+        num_workers=options.num_workers,
+        use_gpu=use_gpu,
+        resources_per_worker={"CPU": options.cpus_per_worker},
+        placement_strategy=options.placement_strategy,
     )
 
 
