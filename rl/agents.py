@@ -119,7 +119,8 @@ class AgentAllocator:
         self.env = PortfolioEnv(market, env, period, random_start=False)
 
     def decide(self, t: int, weights: np.ndarray) -> np.ndarray:
-        return self.decide_many([t], [weights])[0]
+        action, _ = self.policy.predict(self.env.observation(t, weights), deterministic=True)
+        return self.env.target_weights(action, t)
 
     def decide_many(self, ts: list[int], weights: list[np.ndarray]) -> list[np.ndarray]:
         """Several (date, current weights) decisions in one forward pass of the policy."""

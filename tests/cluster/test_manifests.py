@@ -5,6 +5,7 @@ schemas lack); the RayService carries the same Serve config as `serve deploy`; t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -17,7 +18,12 @@ from rayfolio.cluster.config import load_config
 from rayfolio.serving.app import ServeSettings
 
 REPO = Path(__file__).resolve().parents[2]
-CRDS = REPO.parent / "shared" / "kuberay-crds"
+# The shared KubeRay CRDs: KUBERAY_CRDS, else ../shared beside the checkout, else the workplace's.
+CRDS = next(
+    (p for p in (os.environ.get("KUBERAY_CRDS"), REPO.parent / "shared" / "kuberay-crds", "/work/shared/kuberay-crds")
+     if p and Path(p).is_dir()),
+    REPO.parent / "shared" / "kuberay-crds",
+)  # fmt: skip
 K8S = REPO / "cluster" / "k8s"
 MANIFESTS = {"RayCluster": "raycluster.yaml", "RayJob": "rayjob.yaml", "RayService": "rayservice.yaml"}
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
@@ -25,7 +31,7 @@ CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.
 
 
 def crd_schema(kind: str) -> dict:
-    path = CRDS / CRD_FILES[kind]
+    path = Path(CRDS) / CRD_FILES[kind]
     if not path.is_file():
         pytest.skip(f"{path} is not here (the shared KubeRay CRDs sit beside the checkout)")
     crd = yaml.safe_load(path.read_text())
