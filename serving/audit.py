@@ -171,12 +171,12 @@ class AuditLog:
                 if row.prev_hash != prev:
                     return ChainCheck(False, count, row.seq, f"record {row.seq} does not follow record {row.seq - 1}")
                 digest = self._digest(row.seq, row.created_at, row.key_id, row.request_id, row.kind, row.payload, prev)
-                if not hmac.compare_digest(digest, row.hash):
+                if not hmac.compare_digest(digest.encode(), row.hash.encode()):
                     return ChainCheck(False, count, row.seq, f"record {row.seq} was changed after it was written")
                 prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
             head_seq, head_hash = c.execute(sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
         if head_seq != count:
             return ChainCheck(False, count, count + 1, f"the log ends at record {count} but its head says {head_seq}")
-        if not hmac.compare_digest(head_hash, prev):
+        if not hmac.compare_digest(head_hash.encode(), prev.encode()):
             return ChainCheck(False, count, count, f"record {count} is not the one the head recorded")
         return ChainCheck(True, count)

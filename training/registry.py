@@ -130,8 +130,10 @@ class ModelRegistry:
         for file, expected in manifest["files"].items():
             if not (path / file).is_file():
                 raise RegistryError(f"{path / file}: listed in {MANIFEST} but missing")
-            if sha256_file(path / file) != expected:
-                raise RegistryError(f"{path / file}: sha256 does not match {MANIFEST}; refusing to load it")
+            actual = sha256_file(path / file)
+            if actual != expected:
+                raise RegistryError(f"{path / file}: sha256 does not match {MANIFEST} (expected {expected}, "
+                                    f"actual {actual}); refusing to load it")  # fmt: skip
         return ModelVersion(
             name,
             version,

@@ -6,6 +6,8 @@ import multiprocessing
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rayfolio.serving.audit import RECORDS, AuditLog, key_id, sqlite_url
 
@@ -131,3 +133,54 @@ def test_duplicate_request_ids_are_refused(tmp_path):
     with pytest.raises(sa.exc.IntegrityError):
         log.append(key="x", request_id="r0", kind="recommendation", payload={})
     assert log.verify().ok and log.count() == 1
+
+
+FIELDS = ("created_at", "key_id", "request_id", "kind", "payload", "prev_hash", "hash")
+
+
+@st.composite
+def tamperings(draw):
+    """One random tampering of a 6-record log: (kind, details)."""
+    kind = draw(st.sampled_from(["edit", "delete", "swap", "truncate", "edit+rehash-tail"]))
+    if kind in ("edit", "edit+rehash-tail"):
+        return kind, (draw(st.integers(1, 6)), draw(st.sampled_from(FIELDS)), draw(st.text(min_size=1, max_size=20)))
+    if kind == "delete":
+        return kind, draw(st.lists(st.integers(1, 6), min_size=1, max_size=5, unique=True))
+    if kind == "swap":
+        i, j = draw(st.lists(st.integers(1, 6), min_size=2, max_size=2, unique=True))
+        return kind, (i, j)
+    return kind, draw(st.integers(1, 5))  # keep the first n records
+
+
+@settings(max_examples=60, deadline=None)
+@given(tamperings())
+def test_random_tampering_is_always_detected(tampering):
+    import tempfile
+    from pathlib import Path
+
+    kind, details = tampering
+    with tempfile.TemporaryDirectory() as tmp:
+        log = filled(Path(tmp))
+        with log.engine.connect() as c:
+            rows = {r.seq: r for r in c.execute(sa.select(RECORDS))}
+        with log.engine.begin() as c:
+            if kind.startswith("edit"):
+                seq, field, text = details
+                value = text if text != getattr(rows[seq], field) else text + "x"
+                c.execute(RECORDS.update().where(RECORDS.c.seq == seq).values(**{field: value}))
+                if kind == "edit+rehash-tail":  # also rewrite every later hash without the key: still caught
+                    for later in range(seq + 1, 7):
+                        c.execute(RECORDS.update().where(RECORDS.c.seq == later).values(hash="f" * 64))
+            elif kind == "delete":
+                c.execute(RECORDS.delete().where(RECORDS.c.seq.in_(details)))
+            elif kind == "swap":  # two records change places, each keeping its own hashes
+                i, j = details
+                c.execute(RECORDS.update().where(RECORDS.c.seq == i).values(request_id="in-transit"))  # unique ids
+                for target, source in ((j, i), (i, j)):
+                    values = {f: getattr(rows[source], f) for f in FIELDS}
+                    c.execute(RECORDS.update().where(RECORDS.c.seq == target).values(**values))
+            else:
+                c.execute(RECORDS.delete().where(RECORDS.c.seq > details))
+        check = log.verify()
+        assert not check.ok, (kind, details)
+        log.engine.dispose()

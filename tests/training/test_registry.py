@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -40,8 +41,12 @@ def test_corrupted_or_missing_file_is_refused_by_name(tmp_path):
     registry = ModelRegistry(tmp_path)
     _, version = register(registry, 1)
     weights = version.path / "weights.pt"
+    expected = version.manifest["files"]["weights.pt"]
     weights.write_bytes(weights.read_bytes()[:-4] + b"evil")
-    with pytest.raises(RegistryError, match=r"weights\.pt: sha256 does not match"):
+    actual = hashlib.sha256(weights.read_bytes()).hexdigest()
+    with pytest.raises(
+        RegistryError, match=rf"weights\.pt: sha256 does not match .*expected {expected}, actual {actual}"
+    ):
         registry.get("lstm-forecaster", "v0001")
     (version.path / "metrics.json").unlink()
     with pytest.raises(RegistryError, match=r"metrics\.json: listed in manifest\.json but missing"):
