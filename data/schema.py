@@ -147,6 +147,8 @@ def parse_dates(values: pa.ChunkedArray | pa.Array, rows: _Rows, column: str) ->
     bad = parsed.isna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
+        if not str(text.iloc[i]).strip():  # CSV reads an empty cell as ""
+            raise PanelValidationError(rows.at(i), "date is missing", column=column)
         raise PanelValidationError(rows.at(i), "unparseable date", column=column, value=text.iloc[i])
     return parsed.to_numpy().astype("datetime64[D]")
 
@@ -180,6 +182,24 @@ def _numeric(values: pa.ChunkedArray, rows: _Rows, column: str) -> np.ndarray:
 def _first(mask: np.ndarray) -> int | None:
     hits = np.flatnonzero(mask)
     return int(hits[0]) if len(hits) else None
+
+
+# Tickers as data vendors write them (BRK.B, ^GSPC, EURUSD=X, BTC-USD): never a leading
+# = + - @, which spreadsheets run as a formula when a report or export is opened.
+SYMBOL = re.compile(r"[A-Za-z0-9^][A-Za-z0-9._^/=:-]{0,31}")
+
+
+SYMBOL_RULE = "symbol must be 1-32 letters, digits or . _ ^ / = : - and start with a letter, digit or ^"
+
+
+def check_symbols(symbols: np.ndarray, rows: _Rows) -> None:
+    """Refuse symbols that are not plain tickers (formula injection, control characters, odd lengths)."""
+    unique, first = np.unique(symbols, return_index=True)
+    for symbol, i in zip(unique, first, strict=True):
+        if not symbol.strip():  # CSV reads an empty cell as ""
+            raise PanelValidationError(rows.at(int(i)), "symbol is missing", column="symbol")
+        if not SYMBOL.fullmatch(symbol):
+            raise PanelValidationError(rows.at(int(i)), SYMBOL_RULE, column="symbol", value=str(symbol))
 
 
 def check_values(cols: dict[str, np.ndarray], rows: _Rows, *, wide: bool = False) -> None:
@@ -266,6 +286,7 @@ def normalize_table(table: pa.Table, file: str, *, is_csv: bool, source_index: i
             i = int(np.flatnonzero(pc.is_null(symbol_col).to_numpy(zero_copy_only=False))[0])
             raise PanelValidationError(rows.at(i), "symbol is missing", column="symbol")
         symbols = symbol_col.cast(pa.string()).to_numpy(zero_copy_only=False).astype(str)
+        check_symbols(symbols, rows)
         cols: dict[str, np.ndarray] = {"date": dates, "symbol": symbols}
         for column in VALUE_COLUMNS:
             if column in names:
@@ -290,6 +311,9 @@ def normalize_table(table: pa.Table, file: str, *, is_csv: bool, source_index: i
                 "missing required column (long format needs 'symbol'; wide needs symbol columns)",
                 column="symbol",
             )
+        for header in original:  # a wide file's symbols are its column headers
+            if not SYMBOL.fullmatch(header):
+                raise PanelValidationError(Location(file), SYMBOL_RULE, column=header)
         closes = [_numeric(table.column(n), rows, orig) for n, orig in zip(symbol_names, original, strict=True)]
         # (T, S) -> long rows; an empty cell means the symbol did not trade that day.
         grid = np.column_stack(closes)
