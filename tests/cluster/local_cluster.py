@@ -9,6 +9,7 @@ Ray on the machine, the test session's included).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -105,9 +106,9 @@ class LocalCluster:
             except ProcessLookupError:
                 continue
         for p in reversed(self.processes):
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=15)
+            with contextlib.suppress(ProcessLookupError):  # what is left of the node: all in its process group
                 os.killpg(p.pid, signal.SIGKILL)
         for path in self.temp_dirs:
             shutil.rmtree(path, ignore_errors=True)

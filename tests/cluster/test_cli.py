@@ -25,16 +25,23 @@ def test_quickstart_yaml_is_the_builtin_default():
     load_config(REPO / "configs" / "full.yaml")  # parses and validates
 
 
-@pytest.mark.parametrize(
-    "command",
-    [[], ["run"], ["data"], ["data", "prepare"], ["data", "show"], ["models", "list"], ["models", "promote"],
-     ["models", "rollback"], ["rl"], ["backtest"], ["serve"]],
-)  # fmt: skip
-def test_every_command_prints_help(command):
-    done = subprocess.run([sys.executable, "-m", "rayfolio.cluster.cli", *command, "--help"],
+def test_the_console_entry_point_prints_help():
+    done = subprocess.run([sys.executable, "-m", "rayfolio.cluster.cli", "--help"],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "usage: rayfolio" in done.stdout
+    assert "usage: rayfolio" in done.stdout and "submit" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run"], ["data"], ["data", "prepare"], ["data", "show"], ["models", "list"], ["models", "promote"],
+     ["models", "rollback"], ["rl"], ["backtest"], ["serve"], ["submit"]],
+)  # fmt: skip
+def test_every_command_prints_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:  # argparse exits 0 after printing help
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    assert f"usage: rayfolio {' '.join(command)}" in capsys.readouterr().out
 
 
 def test_data_prepare_synthetic(tmp_path, ray_session, capsys):
