@@ -333,6 +333,7 @@ class Ingress:
         self.model_versions: dict[str, str] = {}
         self.forecast_cache: dict[int, object] = {}  # date index -> EnsembleForecast, oldest dropped first
         self.metrics = ServiceMetrics()
+        self.metrics.versions(self.local_versions)
         os.environ[BODY_LIMIT_ENV] = str(s.max_body_bytes)
 
     def reconfigure(self, user_config: dict) -> None:
@@ -359,18 +360,12 @@ class Ingress:
     async def _ready(self) -> Market:
         """Ready once every deployment has loaded and verified its models."""
         if self.market is None:
+            remote = [self.ensemble, self.explainer] + ([] if self.agent else [self.allocator, self.risk_filter])
+            infos = list(await asyncio.gather(*(d.info.remote() for d in remote)))
             if self.agent is not None:
-                local = {"versions": self.local_versions, "min_history": self.agent.env.window}
-                calls = [self.ensemble.info.remote(), self.explainer.info.remote()]
-            else:
-                calls = [self.ensemble.info.remote(), self.explainer.info.remote(), self.allocator.info.remote(),
-                         self.risk_filter.info.remote()]  # fmt: skip
-            infos = list(await asyncio.gather(*calls))
-            if self.agent is not None:
-                infos.append(local)
+                infos.append({"versions": self.local_versions, "min_history": self.agent.env.window})
             self.model_versions = {k: v for info in infos for k, v in info["versions"].items()}
             self.market = Market(self.panel, max(info.get("min_history", 1) for info in infos))
-            self.metrics.versions(self.local_versions)
         return self.market
 
     # ----- routes -------------------------------------------------------------------
@@ -399,9 +394,9 @@ class Ingress:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def _recommend_batch(self, items: list[tuple[str, RecommendationRequest, int, np.ndarray]]) -> list:
-        """Concurrent recommendations share their handle hops: one allocator call and one
-        risk-filter call per batch (each hop costs milliseconds of CPU here), and one audit
-        transaction, committed before any of the responses leaves."""
+        """Concurrent recommendations decided together: one policy forward pass (here or, with
+        placement "deployments", in one Allocator call and one RiskFilter call per batch: each
+        hop costs milliseconds of CPU) and one audit transaction, committed before any response leaves."""
         ts = [t for _, _, t, _ in items]
         currents = [current for _, _, _, current in items]
         if self.agent is not None:  # placement "ingress"
