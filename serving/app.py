@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.serve.config import BackpressureConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
@@ -48,6 +49,8 @@ from rayfolio.serving.engine import (
     audit_recommendations,
     build_response,
     filter_and_measure,
+    idempotency_conflict,
+    request_id_for,
 )
 from rayfolio.serving.ensemble import ForecastEnsemble, load_forecasters
 from rayfolio.serving.metrics import ServiceMetrics
@@ -105,6 +108,10 @@ class ServeSettings(BaseModel):
     rate_per_key: float = Field(50.0, gt=0)  # requests per second per key, per ingress replica
     burst_per_key: int = Field(100, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Load shedding: requests beyond the ingress replicas' concurrency wait in Serve's queue up to
+    # this many; more get 503 with Retry-After at once, instead of everyone timing out.
+    max_queued_requests: int = Field(32, ge=1)
+    retry_after_s: float = Field(1.0, gt=0)
     insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
     ingress: Autoscaling = Autoscaling(max_replicas=2)
     ensemble: Autoscaling = Autoscaling(num_cpus=0.5)
@@ -307,6 +314,17 @@ async def _body_limit(request: Request, call_next):
     return await call_next(request)
 
 
+IDEMPOTENCY_KEY = Header(
+    None,
+    alias="Idempotency-Key",
+    min_length=1,
+    max_length=128,
+    pattern=r"^[\x21-\x7e]+$",
+    description="the client's id for this request (printable ASCII): a retry with the same key and body gets the "
+    "first response back, recorded once in the audit log",
+)
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
@@ -382,43 +400,57 @@ class Ingress:
             return error(503, "not_ready", "models are loading or failed to load")
         return {"status": "ready", "model_versions": self.model_versions}
 
-    @api.post("/v1/recommendations", response_model=RecommendationResponse, responses=ERRORS)
-    async def recommend(self, body: RecommendationRequest, request: Request) -> RecommendationResponse:
+    @api.post("/v1/recommendations", response_model=RecommendationResponse, responses={**ERRORS, 409: ERRORS[422]})
+    async def recommend(
+        self,
+        body: RecommendationRequest,
+        request: Request,
+        idempotency_key: str | None = IDEMPOTENCY_KEY,
+    ) -> RecommendationResponse:
         key = self._key(request)
         market = await self._ready()
         t, current = market.validate(body)  # a bad request fails alone, before it joins a batch
+        who, request_id = key_id(key.key), request_id_for(key_id(key.key), idempotency_key)
+        if request_id is not None and (record := self.audit.get(request_id)) is not None:  # a retry: replay
+            if record.payload["request"] != body.model_dump(mode="json"):
+                raise idempotency_conflict()
+            return RecommendationResponse.model_validate(record.payload["response"])
         started = time.perf_counter()
-        response = await self._recommend_batch((key_id(key.key), body, t, current))
+        response = await self._recommend_batch((who, body, t, current, request_id))
+        if isinstance(response, RequestError):
+            raise response
         self.metrics.served(self.settings.allocator, response.checks, (time.perf_counter() - started) * 1e3)
         return response
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def _recommend_batch(self, items: list[tuple[str, RecommendationRequest, int, np.ndarray]]) -> list:
+    async def _recommend_batch(self, items: list[tuple[str, RecommendationRequest, int, np.ndarray, str | None]]):
         """Concurrent recommendations decided together: one policy forward pass (here or, with
         placement "deployments", in one Allocator call and one RiskFilter call per batch: each
-        hop costs milliseconds of CPU) and one audit transaction, committed before any response leaves."""
-        ts = [t for _, _, t, _ in items]
-        currents = [current for _, _, _, current in items]
+        hop costs milliseconds of CPU) and one audit transaction, committed before any response
+        leaves. Items are (key id, request, date index, current weights, request id or None)."""
+        ts = [item[2] for item in items]
+        currents = [item[3] for item in items]
         if self.agent is not None:  # placement "ingress"
             forecasts = await self._forecasts(sorted(set(ts)))
             proposals = self.agent.decide_many(ts, currents)
             filtered = [filter_and_measure(self.market, t, p, c, body.risk_profile, self.limits)
-                        for (_, body, t, c), p in zip(items, proposals, strict=True)]  # fmt: skip
+                        for (_, body, t, c, _), p in zip(items, proposals, strict=True)]  # fmt: skip
         else:
             proposals, forecasts = await asyncio.gather(
                 self.allocator.propose_many.remote(ts, currents), self._forecasts(sorted(set(ts)))
             )
             filtered = await self.risk_filter.apply_many.remote(
-                [(t, p, c, body.risk_profile.model_dump()) for (_, body, t, c), p in zip(items, proposals, strict=True)]
-            )
+                [(t, p, c, body.risk_profile.model_dump()) for (_, body, t, c, _), p in zip(items, proposals,
+                                                                                               strict=True)]
+            )  # fmt: skip
         responses = [
             build_response(self.market, t, current, weights, checks, risk, forecasts[t],
-                           body.risk_profile.horizon_days, self.model_versions)
-            for (_, body, t, current), (weights, checks, risk) in zip(items, filtered, strict=True)
+                           body.risk_profile.horizon_days, self.model_versions, request_id)
+            for (_, body, t, current, request_id), (weights, checks, risk) in zip(items, filtered, strict=True)
         ]  # fmt: skip
-        entries = [(key, body, r) for (key, body, _, _), r in zip(items, responses, strict=True)]
-        audit_recommendations(self.audit, entries)  # committed before the responses leave
-        return responses
+        # Committed before the responses leave; a retry that raced its first try gets the first answer.
+        entries = [(who, body, r) for (who, body, *_), r in zip(items, responses, strict=True)]
+        return audit_recommendations(self.audit, entries)
 
     async def _forecasts(self, ts: list[int]) -> dict:
         """The ensemble's per-date forecasts, kept here too: a date's forecast never changes
@@ -554,7 +586,11 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     # One explanation at a time per replica: SHAP's gradient passes share the models' autograd
     # state, and concurrent ones in one process fail; more load means more replicas.
     explainer = ExplainerDeployment.options(**settings.explainer.options(1)).bind(plain)
-    ingress = Ingress.options(**settings.ingress.options(64, runtime_env={"env_vars": secrets}))
+    ingress = Ingress.options(
+        **settings.ingress.options(64, runtime_env={"env_vars": secrets}),
+        max_queued_requests=settings.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
+    )
     if settings.placement == "ingress":
         return ingress.options(user_config=limits).bind(plain, ensemble, explainer)
     allocator = AllocatorDeployment.options(**settings.allocator_scaling.options(32)).bind(plain)

@@ -117,26 +117,37 @@ class AuditLog:
 
     def append_many(self, entries: list[tuple[str, str, str, dict]]) -> list[AuditRecord]:
         """Append (key, request_id, kind, payload) records in order, in one transaction:
-        all are committed when this returns, or none is (one write lock, one commit)."""
+        all are committed when this returns, or none is (one write lock, one commit).
+
+        Idempotent by ``request_id``: an entry whose request_id is already recorded (by
+        any process, or earlier in ``entries``) is not written again; its place in the
+        result holds the record that was (a client's retry gets the first answer back)."""
         texts = [canonical(payload) for _, _, _, payload in entries]
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-        out = []
+        out: list[AuditRecord] = []
         with self.engine.begin() as c:
-            # Taking the head row for update first serialises appenders (SQLite: the write lock).
-            c.execute(HEAD.update().where(HEAD.c.id == 1).values(seq=HEAD.c.seq + len(entries)))
+            # Taking the head row for update first serialises appenders (SQLite: the write lock),
+            # so the check for earlier records below cannot race another appender.
+            c.execute(HEAD.update().where(HEAD.c.id == 1).values(hash=HEAD.c.hash))
             last, prev = c.execute(sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
+            wanted = [request_id for _, request_id, _, _ in entries]
+            known = {row.request_id: self._record(row)
+                     for row in c.execute(sa.select(RECORDS).where(RECORDS.c.request_id.in_(wanted)))}  # fmt: skip
             rows = []
-            for seq, (key, request_id, kind, payload), text in zip(
-                range(last - len(entries) + 1, last + 1), entries, texts, strict=True
-            ):
-                digest = self._digest(seq, created_at, key, request_id, kind, text, prev)
-                rows.append({"seq": seq, "created_at": created_at, "key_id": key, "request_id": request_id,
+            for (key, request_id, kind, payload), text in zip(entries, texts, strict=True):
+                if request_id in known:
+                    out.append(known[request_id])
+                    continue
+                last += 1
+                digest = self._digest(last, created_at, key, request_id, kind, text, prev)
+                rows.append({"seq": last, "created_at": created_at, "key_id": key, "request_id": request_id,
                              "kind": kind, "payload": text, "prev_hash": prev, "hash": digest})  # fmt: skip
-                out.append(AuditRecord(seq, created_at, key, request_id, kind, payload, prev, digest))
+                known[request_id] = AuditRecord(last, created_at, key, request_id, kind, payload, prev, digest)
+                out.append(known[request_id])
                 prev = digest
             if rows:
                 c.execute(RECORDS.insert(), rows)
-                c.execute(HEAD.update().where(HEAD.c.id == 1).values(hash=prev))
+                c.execute(HEAD.update().where(HEAD.c.id == 1).values(seq=last, hash=prev))
         return out
 
     def records(self, *, key: str | None = None, limit: int = 100, offset: int = 0) -> list[AuditRecord]:

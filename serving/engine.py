@@ -9,6 +9,7 @@ can run them in one (tests, batch jobs) with the same code.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -39,6 +40,9 @@ class RequestError(ValueError):
     def __init__(self, code: str, message: str, status: int = 422) -> None:
         super().__init__(message)
         self.code, self.status = code, status
+
+    def __reduce__(self):  # travels between replicas with its code and status
+        return type(self), (self.code, str(self), self.status)
 
 
 class Market:
@@ -126,10 +130,11 @@ def build_response(
     forecast: EnsembleForecast,
     horizon_days: int,
     model_versions: dict[str, str],
+    request_id: str | None = None,
 ) -> RecommendationResponse:
     h = forecast.horizons.index(horizon_days)
     return RecommendationResponse(
-        request_id=uuid.uuid4().hex,
+        request_id=request_id or uuid.uuid4().hex,
         as_of=market.dates[t].astype(dt.date),
         target_weights=market.named(weights),
         trades={k: v for k, v in market.named(weights - current).items() if abs(v) > 1e-9},
@@ -141,15 +146,40 @@ def build_response(
     )
 
 
+def request_id_for(key: str, idempotency_key: str | None) -> str | None:
+    """A retried request's id: the same for the same key id and ``Idempotency-Key``, so the
+    audit log (unique request ids) records it once and the retry gets the first answer."""
+    if idempotency_key is None:
+        return None
+    return hashlib.sha256(f"{key}\x1f{idempotency_key}".encode()).hexdigest()[:32]
+
+
 def audit_recommendations(
     audit: AuditLog, entries: list[tuple[str, RecommendationRequest, RecommendationResponse]]
-) -> None:
-    """(key id, request, response) records, committed together before any response leaves."""
-    audit.append_many([
-        (key, response.request_id, "recommendation",
-         {"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")})
-        for key, request, response in entries
-    ])  # fmt: skip
+) -> list[RecommendationResponse | RequestError]:
+    """(key id, request, response) records, committed together before any response leaves.
+
+    Returns what each client gets: its response, or for a retry already recorded the
+    recorded response (an ``Idempotency-Key`` reused with another body is an error instead)."""
+    payloads = [{"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")}
+                for _, request, response in entries]  # fmt: skip
+    records = audit.append_many([(key, response.request_id, "recommendation", payload)
+                                 for (key, _, response), payload in zip(entries, payloads, strict=True)])  # fmt: skip
+    served: list[RecommendationResponse | RequestError] = []
+    for (key, _, response), payload, record in zip(entries, payloads, records, strict=True):
+        if record.payload is payload:  # written by this call
+            served.append(response)
+        elif record.key_id == key and record.payload["request"] == payload["request"]:
+            served.append(RecommendationResponse.model_validate(record.payload["response"]))
+        else:
+            served.append(idempotency_conflict())
+    return served
+
+
+def idempotency_conflict() -> RequestError:
+    return RequestError(
+        "idempotency_conflict", "this Idempotency-Key was used for a different request; use a new key per request", 409
+    )
 
 
 class ForecastCache:
@@ -190,14 +220,20 @@ class RecommendationEngine:
         self.symbols = self.market.symbols
         self.forecasts = ForecastCache(self.ensemble, self.cache_size)
 
-    def recommend(self, request: RecommendationRequest, key: str) -> RecommendationResponse:
-        """Everything in one call; the audit record is committed before this returns."""
+    def recommend(
+        self, request: RecommendationRequest, key: str, idempotency_key: str | None = None
+    ) -> RecommendationResponse:
+        """Everything in one call; the audit record is committed before this returns. A repeated
+        ``idempotency_key`` (same key, same request) returns the first response, recorded once."""
         t, current = self.market.validate(request)
         (forecast,) = self.forecasts.get_many([t])
         proposal = self.allocator.decide(t, current)
         weights, checks, risk = filter_and_measure(self.market, t, proposal, current, request.risk_profile,
                                                    self.limits)  # fmt: skip
         response = build_response(self.market, t, current, weights, checks, risk, forecast,
-                                  request.risk_profile.horizon_days, self.model_versions)  # fmt: skip
-        audit_recommendations(self.audit, [(key, request, response)])
-        return response
+                                  request.risk_profile.horizon_days, self.model_versions,
+                                  request_id_for(key, idempotency_key))  # fmt: skip
+        (served,) = audit_recommendations(self.audit, [(key, request, response)])
+        if isinstance(served, RequestError):
+            raise served
+        return served

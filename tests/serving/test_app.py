@@ -3,94 +3,27 @@ registered the way the main job registers them."""
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import numpy as np
 import pytest
-import torch
 
-from rayfolio.data.sources import SyntheticSource
-from rayfolio.data.splits import PurgedDateSplitter
-from rayfolio.data.store import FeatureStore, prepare_feature_store
-from rayfolio.data.synthetic import SyntheticPanelConfig
-from rayfolio.rl.agents import rebuild_policy
-from rayfolio.rl.market import MarketData
-from rayfolio.serving.app import ServeSettings, build_app
-from rayfolio.serving.audit import RECORDS, AuditLog, sqlite_url
+from rayfolio.data.store import FeatureStore
+from rayfolio.serving.app import build_app
+from rayfolio.serving.audit import RECORDS, AuditLog
 from rayfolio.serving.risk import HouseLimits
-from rayfolio.training.config import TrainConfig
-from rayfolio.training.models import build_model
-from rayfolio.training.panel import Normalizer, Panel
-from rayfolio.training.registry import ModelRegistry
-from tests.serving.conftest import ENV, SPLITS
-
-USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
-BURSTY = "bursty-key-0123456789"  # spends its whole rate-limit burst in one test
-
-
-def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
-    panel = Panel.from_store(store)
-    torch.manual_seed(0)
-    config = TrainConfig(family="lstm", hidden=8, window=10, layers=1)
-    model = build_model("lstm", config.model_kwargs(len(panel.feature_names), len(panel.horizons)))
-    normalizer = Normalizer.fit(panel.features[:400])
-    metrics = {"by_split_and_horizon": [{"split": "validation", "horizon": h, "rank_ic": 0.02} for h in panel.horizons]}
-    stored = {"family": "lstm", "train": config.model_dump(), "normalizer": normalizer.to_dict(),
-              "model": config.model_kwargs(len(panel.feature_names), len(panel.horizons)),
-              "feature_names": list(panel.feature_names), "horizons": list(panel.horizons),
-              "graph": {"k": 2, "lookback": 20, "sector_k": 0}}  # fmt: skip
-    common = {"feature_manifest_sha256": "0" * 64, "data_range": ("2000-01-03", "2002-09-06")}
-    v = registry.register("lstm-forecaster", model.state_dict(), stored, metrics, **common)
-    registry.promote("lstm-forecaster", v.version)
-    market = MarketData.from_panel(panel, PurgedDateSplitter(SPLITS, purge=60), ENV)
-    extractor = {"window": ENV.window, "n_assets": market.n_assets, "n_features": len(ENV.features), "embedding": 4}
-    kwargs = {"net_arch": [16], "features_extractor_kwargs": extractor}
-    policy = rebuild_policy("ppo", market, ENV, kwargs)
-    agent = {"algorithm": "ppo", "policy_kwargs": kwargs, "env": ENV.model_dump(mode="json"),
-             "symbols": market.symbols.tolist(), "feature_names": list(market.feature_names),
-             "normalizer": market.normalizer.to_dict(), "params": {}}  # fmt: skip
-    v = registry.register("ppo-allocator", policy.state_dict(), agent, {"validation_sharpe": 0.5}, **common)
-    registry.promote("ppo-allocator", v.version)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.serving.tiny_service import ADMIN, BURSTY, OTHER, USER, auth, serve_tiny, tiny_settings
 
 
 @pytest.fixture(scope="module")
 def service(ray_session, tmp_path_factory):
     from ray import serve
 
-    root = tmp_path_factory.mktemp("serve")
-    prepare_feature_store(SyntheticSource(SyntheticPanelConfig(n_assets=6, n_days=700, seed=8)), root / "store",
-                          (5, 20, 60))  # fmt: skip
-    store = FeatureStore(root / "store")
-    register_tiny_models(ModelRegistry(root / "registry"), store)
-    settings = ServeSettings(
-        store=root / "store",
-        registry=root / "registry",
-        splits=SPLITS,
-        audit_url=sqlite_url(root / "audit.db"),
-        max_body_bytes=4096,
-        burst_per_key=60,
-        rate_per_key=1.0,
-        house_limits=HouseLimits(max_position=0.3),
-    )
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    environ = {"RAYFOLIO_API_KEYS": f"{USER},{OTHER},{BURSTY},{ADMIN}:admin", "RAYFOLIO_AUDIT_KEY": "audit-secret"}
-    serve.run(build_app(settings, environ), name="rayfolio", route_prefix="/")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-    yield client, settings, store
+    settings = tiny_settings(tmp_path_factory.mktemp("serve"), max_body_bytes=4096, burst_per_key=60,
+                             rate_per_key=1.0, house_limits=HouseLimits(max_position=0.3))  # fmt: skip
+    client = serve_tiny(settings)
+    yield client, settings, FeatureStore(settings.store)
     client.close()
     serve.shutdown()
-
-
-def auth(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def test_health_and_readiness(service):
@@ -282,3 +215,23 @@ def test_metrics_reach_prometheus_and_the_dashboard_asks_for_real_ones(service):
     assert queried <= names, sorted(queried - names)
     assert re.search(r'ray_rayfolio_model_version_info\{[^}]*model="ppo-allocator"[^}]*version="v0001"', text)
     assert re.search(r'ray_rayfolio_forecast_cache_total\{[^}]*result="hit"', text)
+
+
+def test_a_retry_with_an_idempotency_key_is_answered_and_recorded_once(service):
+    client, settings, _ = service
+    body = {"portfolio": {"SYN0000": 0.25}, "risk_profile": {"horizon_days": 5}}
+    headers = {**auth(USER), "Idempotency-Key": "order-7f3a"}
+    first = client.post("/v1/recommendations", json=body, headers=headers)
+    again = client.post("/v1/recommendations", json=body, headers=headers)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json()
+    log = AuditLog(settings.audit_url, secret=b"audit-secret")
+    records = [r for r in log.records(limit=1000) if r.request_id == first.json()["request_id"]]
+    assert len(records) == 1  # (the chain itself was edited by the tampering test above)
+    # Another key's same Idempotency-Key is another request; another body under this key is a conflict.
+    theirs = client.post("/v1/recommendations", json=body, headers={**auth(OTHER), "Idempotency-Key": "order-7f3a"})
+    assert theirs.status_code == 200 and theirs.json()["request_id"] != first.json()["request_id"]
+    changed = client.post("/v1/recommendations", json={**body, "portfolio": {}}, headers=headers)
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_conflict"
+    bad = client.post("/v1/recommendations", json=body, headers={**auth(USER), "Idempotency-Key": "x" * 129})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"

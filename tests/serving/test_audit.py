@@ -122,17 +122,22 @@ def test_a_batch_appends_in_order_in_one_chain(tmp_path):
     assert log.append_many([]) == [] and log.verify().ok and log.verify().records == 7
     log.append(key="x", request_id="after", kind="recommendation", payload={})
     assert log.verify().ok and log.records(offset=7)[0].prev_hash == batch[-1].hash
-    # One bad record (a duplicate id) refuses the whole batch: nothing of it is written.
+    # One bad record (no key) refuses the whole batch: nothing of it is written.
     with pytest.raises(sa.exc.IntegrityError):
-        log.append_many([("x", "new", "recommendation", {}), ("x", "b1", "recommendation", {})])
+        log.append_many([("x", "new", "recommendation", {}), (None, "b9", "recommendation", {})])
     assert log.count() == 8 and log.get("new") is None and log.verify().ok
 
 
-def test_duplicate_request_ids_are_refused(tmp_path):
+def test_a_known_request_id_is_not_written_twice(tmp_path):
+    """Retries: an id already recorded (or earlier in the batch) gets the recorded record back."""
     log = filled(tmp_path, n=1)
-    with pytest.raises(sa.exc.IntegrityError):
-        log.append(key="x", request_id="r0", kind="recommendation", payload={})
-    assert log.verify().ok and log.count() == 1
+    first = log.get("r0")
+    again = log.append(key="x", request_id="r0", kind="recommendation", payload={"other": 1})
+    assert again == first and log.count() == 1
+    out = log.append_many([("x", "n1", "recommendation", {"a": 1}), ("x", "r0", "recommendation", {}),
+                           ("y", "n1", "recommendation", {"a": 2})])  # fmt: skip
+    assert [r.seq for r in out] == [2, 1, 2] and out[2].payload == {"a": 1}
+    assert log.count() == 2 and log.verify().ok and log.verify().records == 2
 
 
 FIELDS = ("created_at", "key_id", "request_id", "kind", "payload", "prev_hash", "hash")

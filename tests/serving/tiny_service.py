@@ -1,0 +1,82 @@
+"""A tiny served market: untrained models registered the way the main job registers
+them, a feature store of six synthetic assets, and the keys the tests use."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import torch
+
+from rayfolio.data.sources import SyntheticSource
+from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.store import FeatureStore, prepare_feature_store
+from rayfolio.data.synthetic import SyntheticPanelConfig
+from rayfolio.rl.agents import rebuild_policy
+from rayfolio.rl.market import MarketData
+from rayfolio.serving.app import ServeSettings, build_app
+from rayfolio.serving.audit import sqlite_url
+from rayfolio.training.config import TrainConfig
+from rayfolio.training.models import build_model
+from rayfolio.training.panel import Normalizer, Panel
+from rayfolio.training.registry import ModelRegistry
+from tests.serving.conftest import ENV, SPLITS
+
+USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
+BURSTY = "bursty-key-0123456789"  # spends its whole rate-limit burst in one test
+
+
+def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
+    panel = Panel.from_store(store)
+    torch.manual_seed(0)
+    config = TrainConfig(family="lstm", hidden=8, window=10, layers=1)
+    model = build_model("lstm", config.model_kwargs(len(panel.feature_names), len(panel.horizons)))
+    normalizer = Normalizer.fit(panel.features[:400])
+    metrics = {"by_split_and_horizon": [{"split": "validation", "horizon": h, "rank_ic": 0.02} for h in panel.horizons]}
+    stored = {"family": "lstm", "train": config.model_dump(), "normalizer": normalizer.to_dict(),
+              "model": config.model_kwargs(len(panel.feature_names), len(panel.horizons)),
+              "feature_names": list(panel.feature_names), "horizons": list(panel.horizons),
+              "graph": {"k": 2, "lookback": 20, "sector_k": 0}}  # fmt: skip
+    common = {"feature_manifest_sha256": "0" * 64, "data_range": ("2000-01-03", "2002-09-06")}
+    v = registry.register("lstm-forecaster", model.state_dict(), stored, metrics, **common)
+    registry.promote("lstm-forecaster", v.version)
+    market = MarketData.from_panel(panel, PurgedDateSplitter(SPLITS, purge=60), ENV)
+    extractor = {"window": ENV.window, "n_assets": market.n_assets, "n_features": len(ENV.features), "embedding": 4}
+    kwargs = {"net_arch": [16], "features_extractor_kwargs": extractor}
+    policy = rebuild_policy("ppo", market, ENV, kwargs)
+    agent = {"algorithm": "ppo", "policy_kwargs": kwargs, "env": ENV.model_dump(mode="json"),
+             "symbols": market.symbols.tolist(), "feature_names": list(market.feature_names),
+             "normalizer": market.normalizer.to_dict(), "params": {}}  # fmt: skip
+    v = registry.register("ppo-allocator", policy.state_dict(), agent, {"validation_sharpe": 0.5}, **common)
+    registry.promote("ppo-allocator", v.version)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def auth(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def tiny_settings(root: Path, **overrides) -> ServeSettings:
+    """A store and a registry under ``root`` and the settings that serve them."""
+    prepare_feature_store(SyntheticSource(SyntheticPanelConfig(n_assets=6, n_days=700, seed=8)), root / "store",
+                          (5, 20, 60))  # fmt: skip
+    register_tiny_models(ModelRegistry(root / "registry"), FeatureStore(root / "store"))
+    return ServeSettings(store=root / "store", registry=root / "registry", splits=SPLITS,
+                         audit_url=sqlite_url(root / "audit.db"), **overrides)  # fmt: skip
+
+
+def serve_tiny(settings: ServeSettings, keys: str = f"{USER},{OTHER},{BURSTY},{ADMIN}:admin") -> httpx.Client:
+    """Serve ``settings`` on a free 127.0.0.1 port (the audit secret "audit-secret"); a client for it."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings, {"RAYFOLIO_API_KEYS": keys, "RAYFOLIO_AUDIT_KEY": "audit-secret"}), name="rayfolio",
+              route_prefix="/")  # fmt: skip
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
