@@ -16,8 +16,8 @@ import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.rl.config import EnvConfig
+from rayfolio.training.baselines import BASELINES as FORECAST_BASELINES
 from rayfolio.training.panel import Normalizer, Panel
-from rayfolio.training.stage import BASELINES as FORECAST_BASELINES
 
 
 def ensemble_forecasts(

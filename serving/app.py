@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,10 +79,14 @@ class Autoscaling(BaseModel):
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(8, gt=0)
     num_cpus: float = Field(0.25, gt=0)
+    # How often the controller checks each replica: a dead one is noticed and replaced within
+    # about this long (Serve's default, 10 s, leaves a crashed replica unreplaced for longer).
+    health_check_period_s: float = Field(2.0, gt=0)
 
     def options(self, max_ongoing_requests: int, **actor_options) -> dict:
         return {
-            "autoscaling_config": self.model_dump(exclude={"num_cpus"}),
+            "autoscaling_config": self.model_dump(exclude={"num_cpus", "health_check_period_s"}),
+            "health_check_period_s": self.health_check_period_s,
             "max_ongoing_requests": max_ongoing_requests,
             "ray_actor_options": {"num_cpus": self.num_cpus, **actor_options},
         }
@@ -110,6 +114,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Load shedding: requests beyond the ingress replicas' concurrency wait in Serve's queue up to
     # this many; more get 503 with Retry-After at once, instead of everyone timing out.
+    ingress_max_ongoing: int = Field(64, ge=1)  # requests inside one ingress replica at once
     max_queued_requests: int = Field(32, ge=1)
     retry_after_s: float = Field(1.0, gt=0)
     insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
@@ -128,17 +133,46 @@ def _panel(settings: ServeSettings) -> Panel:
     return Panel.from_store(store)
 
 
+def _load_allocator(settings: ServeSettings, panel: Panel) -> tuple:
+    """The production allocator (verified) and {name: version}."""
+    from rayfolio.rl.stage import load_agent
+
+    splitter = PurgedDateSplitter(settings.splits, purge=max(panel.horizons))
+    agent, version = load_agent(ModelRegistry(settings.registry), settings.allocator, panel, splitter,
+                                whole_panel=True)  # fmt: skip
+    return agent, {settings.allocator: version}
+
+
+def _reload(load, versions, registry: Path) -> dict:
+    """Run ``load`` (which swaps new models in only once all have loaded and verified); the
+    versions served afterwards and, when it was refused, why (registry paths hidden)."""
+    try:
+        load()
+    except Exception as err:  # whatever stops a load (checksums, weights_only refusing code): serve on
+        logger.warning("reload refused, still serving the loaded models: %s", err)
+        return {"versions": versions(), "error": str(err).replace(str(registry), "<registry>")}
+    return {"versions": versions(), "error": None}
+
+
 @serve.deployment(name="Ensemble")
 class EnsembleDeployment:
     def __init__(self, settings: dict) -> None:
-        s = ServeSettings.model_validate(settings)
-        panel = _panel(s)
-        forecasters = load_forecasters(ModelRegistry(s.registry), panel)
-        self.cache = ForecastCache(ForecastEnsemble(forecasters, panel))
-        self.model_versions = {f.name: f.version for f in forecasters}
-        self.min_history = self.cache.ensemble.min_history
+        self.settings = s = ServeSettings.model_validate(settings)
+        self.panel = _panel(s)
         self.metrics = ServiceMetrics()
+        self._load()
+
+    def _load(self) -> None:
+        """The production forecasters, verified; swapped in only once all have loaded."""
+        forecasters = load_forecasters(ModelRegistry(self.settings.registry), self.panel)
+        cache = ForecastCache(ForecastEnsemble(forecasters, self.panel))
+        self.cache, self.model_versions = cache, {f.name: f.version for f in forecasters}
+        self.min_history = cache.ensemble.min_history
         self.metrics.versions(self.model_versions)
+
+    def reload(self) -> dict:
+        """Load the registry's production versions now; on any error keep serving the loaded ones."""
+        return _reload(self._load, lambda: self.model_versions, self.settings.registry)
 
     def info(self) -> dict:
         return {"versions": self.model_versions, "min_history": self.min_history}
@@ -154,14 +188,16 @@ class EnsembleDeployment:
 @serve.deployment(name="Allocator")
 class AllocatorDeployment:
     def __init__(self, settings: dict) -> None:
-        from rayfolio.rl.stage import load_agent
+        self.settings = ServeSettings.model_validate(settings)
+        self.panel = _panel(self.settings)
+        self._load()
 
-        s = ServeSettings.model_validate(settings)
-        panel = _panel(s)
-        splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
-        self.agent, version = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
-        self.model_versions = {s.allocator: version}
+    def _load(self) -> None:
+        self.agent, self.model_versions = _load_allocator(self.settings, self.panel)
         ServiceMetrics().versions(self.model_versions)
+
+    def reload(self) -> dict:
+        return _reload(self._load, lambda: self.model_versions, self.settings.registry)
 
     def info(self) -> dict:
         return {"versions": self.model_versions, "min_history": self.agent.env.window}
@@ -196,19 +232,26 @@ class ExplainerDeployment:
     """SHAP explanations in their own replicas: their cost never slows a recommendation."""
 
     def __init__(self, settings: dict) -> None:
+        self.settings = ServeSettings.model_validate(settings)
+        self.panel = _panel(self.settings)
+        self.lock = threading.Lock()
+        self._load()
+
+    def _load(self) -> None:
         from rayfolio.rl.stage import load_agent
 
-        s = ServeSettings.model_validate(settings)
-        self.settings = s
-        self.panel = panel = _panel(s)
+        s, panel = self.settings, self.panel
         splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
-        self.ensemble = ForecastEnsemble(load_forecasters(ModelRegistry(s.registry), panel), panel)
-        self.agent, _ = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
+        ensemble = ForecastEnsemble(load_forecasters(ModelRegistry(s.registry), panel), panel)
+        agent, _ = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
         train = panel.date_index(splitter.split_dates(panel.dates)["train"])
-        first = max(self.ensemble.min_history, self.agent.env.window) - 1
-        train = train[train >= first]
-        self.background = train[np.linspace(0, len(train) - 1, s.explain_background).astype(int)]
-        self.lock = threading.Lock()
+        train = train[train >= max(ensemble.min_history, agent.env.window) - 1]
+        background = train[np.linspace(0, len(train) - 1, s.explain_background).astype(int)]
+        with self.lock:  # never between an explanation's two SHAP passes
+            self.ensemble, self.agent, self.background = ensemble, agent, background
+
+    def reload(self) -> dict:
+        return _reload(self._load, lambda: {}, self.settings.registry)
 
     def info(self) -> dict:
         return {"versions": {}}
@@ -255,7 +298,7 @@ def _top(groups: tuple[str, ...], contributions: np.ndarray, k: int = 8) -> list
 
 # ----- HTTP --------------------------------------------------------------------------------------
 
-ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 404, 413, 422, 429, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 503)}
 
 api = FastAPI(
     title="rayfolio",
@@ -284,8 +327,8 @@ async def _validation_error(_: Request, err: RequestValidationError) -> JSONResp
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-    codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
-             429: "rate_limited", 503: "not_ready"}  # fmt: skip
+    codes = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+             405: "method_not_allowed", 413: "too_large", 429: "rate_limited", 503: "not_ready"}  # fmt: skip
     return error(err.status_code, codes.get(err.status_code, "error"), str(err.detail), getattr(err, "headers", None))
 
 
@@ -312,6 +355,43 @@ async def _body_limit(request: Request, call_next):
         if len(body) > limit:
             return error(413, "too_large", f"request body over {limit} bytes")
     return await call_next(request)
+
+
+# Routes anyone may call; every other path needs a known key, checked before anything else.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+@api.middleware("http")  # added last, so it runs first: before the body is read or validated
+async def _authenticate(request: Request, call_next):
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    if (path.removeprefix(root) or "/") not in PUBLIC_PATHS:
+        try:
+            current_ingress()._authenticate(request)
+        except HTTPException as err:
+            return error(err.status_code, "unauthorized", str(err.detail), err.headers)
+    return await call_next(request)
+
+
+def current_ingress():
+    """The Ingress replica serving this request (what Serve passes routes as ``self``); a test
+    that runs the app in-process overrides this dependency with its own instance."""
+    return serve.get_replica_context().servable_object
+
+
+# The caller's key as a dependency, so it is checked before the body is: without a valid key
+# every protected route answers 401, whatever the body.
+INGRESS = Depends(current_ingress)
+
+
+def caller(request: Request, ingress=INGRESS) -> ApiKey:
+    return ingress._key(request)
+
+
+def admin_caller(request: Request, ingress=INGRESS) -> ApiKey:
+    return ingress._key(request, admin=True)
+
+
+KEY, ADMIN_KEY = Depends(caller), Depends(admin_caller)
 
 
 IDEMPOTENCY_KEY = Header(
@@ -342,11 +422,7 @@ class Ingress:
         self.limits = s.house_limits
         self.agent, self.local_versions = None, {}
         if allocator is None:  # placement "ingress": the policy and the risk filters run here
-            from rayfolio.rl.stage import load_agent
-
-            splitter = PurgedDateSplitter(s.splits, purge=max(self.panel.horizons))
-            self.agent, version = load_agent(self.registry, s.allocator, self.panel, splitter, whole_panel=True)
-            self.local_versions = {s.allocator: version}
+            self.agent, self.local_versions = _load_allocator(s, self.panel)
         self.market: Market | None = None
         self.model_versions: dict[str, str] = {}
         self.forecast_cache: dict[int, object] = {}  # date index -> EnsembleForecast, oldest dropped first
@@ -360,7 +436,7 @@ class Ingress:
 
     # ----- guards -------------------------------------------------------------------
 
-    def _key(self, request: Request, admin: bool = False) -> ApiKey:
+    def _authenticate(self, request: Request) -> ApiKey:
         if self.settings.insecure_dev and not self.keys:
             return ApiKey("insecure-dev-anonymous", "admin")
         header = request.headers.get("authorization", "")
@@ -368,6 +444,10 @@ class Ingress:
         key = find_key(self.keys, presented.strip()) if scheme.lower() == "bearer" else None
         if key is None:
             raise HTTPException(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        return key
+
+    def _key(self, request: Request, admin: bool = False) -> ApiKey:
+        key = self._authenticate(request)
         if admin and not key.admin:
             raise HTTPException(403, "this route needs an admin key")
         allowed, retry_after = self.limiter.allow(key.key)
@@ -406,8 +486,8 @@ class Ingress:
         body: RecommendationRequest,
         request: Request,
         idempotency_key: str | None = IDEMPOTENCY_KEY,
+        key: ApiKey = KEY,
     ) -> RecommendationResponse:
-        key = self._key(request)
         market = await self._ready()
         t, current = market.validate(body)  # a bad request fails alone, before it joins a batch
         who, request_id = key_id(key.key), request_id_for(key_id(key.key), idempotency_key)
@@ -465,8 +545,7 @@ class Ingress:
         return {t: self.forecast_cache[t] for t in ts}
 
     @api.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
-    async def explanations(self, body: ExplanationRequest, request: Request) -> dict:
-        key = self._key(request)
+    async def explanations(self, body: ExplanationRequest, key: ApiKey = KEY) -> dict:
         market = await self._ready()
         if body.request_id is not None:
             record = self.audit.get(body.request_id)
@@ -493,8 +572,8 @@ class Ingress:
         symbols: str | None = Query(None, description="comma-separated; default: every symbol"),
         horizon: int = Query(20, description="trading days: one of the store's label horizons"),
         as_of: dt.date | None = None,
+        _: ApiKey = KEY,
     ) -> dict:
-        self._key(request)
         market = await self._ready()
         t = market.date_index(as_of)
         wanted = [s.strip() for s in symbols.split(",")] if symbols else list(market.symbols)
@@ -516,21 +595,18 @@ class Ingress:
         }
 
     @api.get("/v1/models", responses=ERRORS)
-    async def models(self, request: Request) -> dict:
-        self._key(request)
+    async def models(self, _: ApiKey = KEY) -> dict:
         return {"models": [self._model(name) for name in self.registry.models()], "serving": self.model_versions}
 
     @api.get("/v1/models/{name}", responses=ERRORS)
-    async def model(self, name: str, request: Request) -> dict:
-        self._key(request)
+    async def model(self, name: str, _: ApiKey = KEY) -> dict:
         if name not in self.registry.models():
             raise HTTPException(404, f"no model named {name!r}")
         return self._model(name)
 
     @api.post("/v1/models/{name}/{action}", responses=ERRORS, summary="promote or roll back (admin)")
-    async def stage(self, name: str, action: str, request: Request, version: str | None = None,
-                    stage: str = "production") -> dict:  # fmt: skip
-        self._key(request, admin=True)
+    async def stage(self, name: str, action: str, version: str | None = None, stage: str = "production",
+                    _: ApiKey = ADMIN_KEY) -> dict:  # fmt: skip
         if action not in ("promote", "rollback") or name not in self.registry.models():
             raise HTTPException(404, f"no such model or action: {name}/{action}")
         try:
@@ -543,6 +619,27 @@ class Ingress:
         except RegistryError as err:
             raise RequestError("registry", str(err).replace(str(self.registry.root), "<registry>")) from None
         return self._model(name)
+
+    @api.post("/v1/models/reload", responses={**ERRORS, 409: ERRORS[422]},
+              summary="serve the registry's production versions now (admin)")  # fmt: skip
+    async def reload(self, _: ApiKey = ADMIN_KEY) -> dict:
+        """Every deployment loads and verifies the production versions, then swaps them in; one
+        that cannot (a checksum that does not match, a missing file) keeps what it serves. Requests
+        never wait for this, nor fail because of it."""
+        remote = [self.ensemble, self.explainer] + ([] if self.agent is not None else [self.allocator])
+        results = list(await asyncio.gather(*(d.reload.remote() for d in remote)))
+        if self.agent is not None:
+            results.append(_reload(self._load_local, lambda: self.local_versions, self.settings.registry))
+        self.model_versions = {k: v for r in results for k, v in r["versions"].items()}
+        self.forecast_cache = {}  # forecasts of the models served before
+        refused = sorted({r["error"] for r in results if r["error"]})
+        if refused:
+            raise RequestError("reload_refused", f"{'; '.join(refused)}; still serving {self.model_versions}", 409)
+        return {"serving": self.model_versions}
+
+    def _load_local(self) -> None:
+        self.agent, self.local_versions = _load_allocator(self.settings, self.panel)
+        self.metrics.versions(self.local_versions)
 
     def _model(self, name: str) -> dict:
         stages = {s: self.registry.stage_version(name, s) for s in ("production", "staging")}
@@ -558,8 +655,8 @@ class Ingress:
         return {"name": name, "stages": stages, "versions": versions}
 
     @api.get("/v1/audit", responses=ERRORS, summary="audit records and chain verification (admin)")
-    async def audit_log(self, request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)):
-        self._key(request, admin=True)
+    async def audit_log(self, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**12),
+                        _: ApiKey = ADMIN_KEY):  # fmt: skip
         check = self.audit.verify()
         records = self.audit.records(limit=limit, offset=offset)
         return {
@@ -587,7 +684,7 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     # state, and concurrent ones in one process fail; more load means more replicas.
     explainer = ExplainerDeployment.options(**settings.explainer.options(1)).bind(plain)
     ingress = Ingress.options(
-        **settings.ingress.options(64, runtime_env={"env_vars": secrets}),
+        **settings.ingress.options(settings.ingress_max_ongoing, runtime_env={"env_vars": secrets}),
         max_queued_requests=settings.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
     )

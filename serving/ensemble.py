@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from rayfolio.data.graph import correlation_neighbours, sector_neighbours
-from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel, windows
 from rayfolio.training.registry import ModelRegistry, RegistryError
 
@@ -55,6 +54,8 @@ class EnsembleForecast:
 
 def load_forecasters(registry: ModelRegistry, panel: Panel, names: list[str] | None = None) -> list[Forecaster]:
     """Production versions, checksums verified before any weight is read."""
+    from rayfolio.training.models import build_model  # here: PyG costs an ingress replica ~2 s to import
+
     names = names or [n for n in registry.models() if n.endswith("-forecaster") and registry.stage_version(n)]
     if not names:
         raise RegistryError(f"no production forecaster in {registry.root}: run `rayfolio run` first")

@@ -6,11 +6,17 @@ baseline gives the same score for every horizon.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from sklearn.linear_model import Ridge
 
 from rayfolio.training.metrics import daily_rank_ic
-from rayfolio.training.train import TrainingData
+
+if TYPE_CHECKING:  # (importing training.train loads Ray Train: seconds a serving replica need not spend)
+    from rayfolio.training.train import TrainingData
+
+BASELINES = ("momentum_12_1", "reversal_5d", "ridge")  # the names they are scored under
 
 
 def _feature(data: TrainingData, name: str, t: np.ndarray) -> np.ndarray:

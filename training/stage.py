@@ -12,15 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
-from rayfolio.training.baselines import RidgeBaseline, momentum_12_1, reversal_5d
+from rayfolio.training.baselines import BASELINES, RidgeBaseline, momentum_12_1, reversal_5d
 from rayfolio.training.config import Family, ScalingOptions, TrainConfig
 from rayfolio.training.evaluate import forecast_frame, metrics_table
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
 from rayfolio.training.train import TrainingData, predict, prepare_training_data
 from rayfolio.training.tune import SearchConfig, SearchOutcome, search_family
-
-BASELINES = ("momentum_12_1", "reversal_5d", "ridge")
 
 
 class ForecastersConfig(BaseModel):

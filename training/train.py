@@ -155,6 +155,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     world = ray.train.get_context().get_world_size()
     for epoch in range(start_epoch, config.epochs):
+        # Each epoch's randomness (dropout) from the seed and the epoch alone: a run resumed from
+        # a checkpoint repeats exactly what an uninterrupted run would have done.
+        torch.manual_seed(config.seed * 100_003 + epoch)
         model.train()
         losses, samples, started = [], 0, time.perf_counter()
         for batch in shard.iter_batches(batch_size=config.batch_size, batch_format="numpy"):

@@ -235,3 +235,24 @@ def test_a_retry_with_an_idempotency_key_is_answered_and_recorded_once(service):
     assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_conflict"
     bad = client.post("/v1/recommendations", json=body, headers={**auth(USER), "Idempotency-Key": "x" * 129})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_one_keys_records_are_never_visible_with_another_key(service):
+    """Object-level access: a recommendation, its explanation and its audit record belong to
+    the key that asked; another non-admin key gets 404 or 403, never the object."""
+    import json
+
+    client, _, _ = service
+    body = {"portfolio": {"SYN0002": 0.1}, "risk_profile": {"horizon_days": 20}}
+    mine = client.post("/v1/recommendations", json=body, headers={**auth(USER), "Idempotency-Key": "shared-7"})
+    theirs = client.post("/v1/recommendations", json=body, headers={**auth(OTHER), "Idempotency-Key": "shared-7"})
+    assert mine.status_code == theirs.status_code == 200
+    assert theirs.json()["request_id"] != mine.json()["request_id"]  # the same Idempotency-Key is not my answer
+    for key, other_id in ((OTHER, mine.json()["request_id"]), (USER, theirs.json()["request_id"])):
+        r = client.post("/v1/explanations", json={"request_id": other_id}, headers=auth(key))
+        assert r.status_code == 404 and other_id not in json.dumps(r.json().get("assets", {}))
+        assert client.get("/v1/audit", headers=auth(key)).status_code == 403
+    records = client.get("/v1/audit", params={"limit": 1000}, headers=auth(ADMIN)).json()["records"]
+    owners = {r["request_id"]: r["key_id"] for r in records}
+    assert owners[mine.json()["request_id"]] != owners[theirs.json()["request_id"]]
+    assert USER not in json.dumps(records) and OTHER not in json.dumps(records)  # keys are never stored

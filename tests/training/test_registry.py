@@ -95,3 +95,37 @@ def test_catalog_lists_exactly_the_families_in_code():
     for spec in CATALOG.values():
         defaults = spec.default_hyperparameters()
         assert {"hidden", "lr", "window"} <= set(defaults) and spec.references
+
+
+def _register_until_killed(root: str, ready) -> None:
+    registry = ModelRegistry(root)
+    state = {"w": torch.randn(512, 1024)}  # 2 MiB: each save takes a moment to be caught in
+    while True:
+        registry.register("m", state, {"k": 1}, {"m": 1}, feature_manifest_sha256="0" * 64, data_range=("a", "b"))
+        ready.set()
+
+
+def test_a_kill_while_saving_leaves_no_partial_version(tmp_path):
+    """SIGKILL a process that registers versions back to back, at random moments: every version
+    the registry lists is complete (checksums verify, weights load); half-written ones are not listed."""
+    import multiprocessing
+    import os
+    import random
+    import signal
+    import time
+
+    context, rng = multiprocessing.get_context("spawn"), random.Random(0)
+    for _ in range(4):
+        ready = context.Event()
+        writer = context.Process(target=_register_until_killed, args=(str(tmp_path), ready))
+        writer.start()
+        assert ready.wait(timeout=120), "the writer never registered a version"
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join()
+        registry = ModelRegistry(tmp_path)
+        for version in registry.versions("m"):
+            assert registry.load_weights(registry.get("m", version))["w"].shape == (512, 1024)
+    leftovers = list((tmp_path / "m").glob(".staging-*"))
+    print(f"\n{len(ModelRegistry(tmp_path).versions('m'))} complete versions; {len(leftovers)} half-written, unlisted")
+    assert len(ModelRegistry(tmp_path).versions("m")) >= 4

@@ -1,0 +1,85 @@
+"""Open-loop overload: 4x the measured request rate for 30 s against two ingress
+replicas, with the tiny served market of the tests (tests/serving/tiny_service.py).
+
+Measures the capacity first (6 closed-loop clients, 8 s), then offers 4x that rate on
+schedule (a new connection per request, whether or not earlier ones were answered) and
+prints: the answers by status, how fast the shed ones (503/429) and the served ones
+were answered, whether each shed answer carried Retry-After, and how long after the
+overload a request succeeded again. Targets (issue 7): shed quickly, no other 5xx,
+full service within 5 s.
+
+    python -m bench.serve_overload [--factor 4] [--duration 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factor", type=float, default=4.0)
+    parser.add_argument("--duration", type=float, default=30.0)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from rayfolio.data.store import FeatureStore
+    from rayfolio.serving.app import Autoscaling
+    from tests.reliability.load import ms, open_loop, steady_load
+    from tests.serving.tiny_service import USER, serve_tiny, tiny_settings
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = tiny_settings(Path(tmp), ingress=Autoscaling(min_replicas=2, max_replicas=2), rate_per_key=1e5,
+                                 burst_per_key=100_000, ingress_max_ongoing=8, max_queued_requests=8)  # fmt: skip
+        client = serve_tiny(settings)
+        symbols = sorted(FeatureStore(settings.store).to_pandas()["symbol"].unique().tolist())
+        url = str(client.base_url)
+        capacity = sum(o.status == 200 for o in steady_load(url, USER, symbols, seconds=8, workers=6)) / 8
+        offered = args.factor * capacity
+        end, recovery = time.monotonic() + args.duration, {}
+
+        def probe() -> None:
+            time.sleep(max(0.0, end - time.monotonic()))
+            while time.monotonic() - end < 60:
+                try:
+                    r = client.post("/v1/recommendations", json={}, headers={"Authorization": f"Bearer {USER}"})
+                    if r.status_code == 200:
+                        recovery["at"] = time.monotonic() - end
+                        return
+                except Exception:
+                    pass
+                time.sleep(0.1)
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        outcomes = open_loop(url, USER, symbols, rate=offered, seconds=args.duration)
+        prober.join()
+        statuses = collections.Counter(o.status for o in outcomes)
+        shed = [o for o in outcomes if o.status in (429, 503)]
+        served = [o for o in outcomes if o.status == 200]
+        other = sum(n for s, n in statuses.items() if s == 0 or (s >= 500 and s != 503))
+        print(f"capacity (6 closed-loop clients): {capacity:.1f} req/s")
+        print(f"offered: {offered:.1f} req/s for {args.duration:.0f} s = {len(outcomes)} requests")
+        print(f"answers: {dict(sorted(statuses.items()))}  (0 = no HTTP answer within 60 s)")
+        print(f"shed (503/429): {len(shed)}, with Retry-After: {sum(o.retry_after is not None for o in shed)}; "
+              f"answered in p50 {ms(shed, 50)}, p99 {ms(shed, 99)}")  # fmt: skip
+        print(
+            f"served: {len(served)} ({len(served) / args.duration:.1f}/s), p50 {ms(served, 50)}, p99 {ms(served, 99)}"
+        )
+        print(f"other 5xx or no answer: {other}")
+        print(f"first success after the overload: {recovery.get('at', float('nan')):.2f} s")
+        client.close()
+        serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
