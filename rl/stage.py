@@ -12,7 +12,7 @@ import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
-from rayfolio.rl.agents import AgentAllocator, rebuild_policy
+from rayfolio.rl.agents import AgentAllocator
 from rayfolio.rl.backtest import Allocator, StrategyRun, rebalance_dates, run_backtest, simulate
 from rayfolio.rl.baselines import (
     BuyAndHold,
@@ -24,10 +24,11 @@ from rayfolio.rl.baselines import (
     minimum_variance,
 )
 from rayfolio.rl.config import AllocationConfig, EnvConfig
+from rayfolio.rl.load import load_agent
 from rayfolio.rl.market import MarketData, ensemble_forecasts
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
-from rayfolio.training.panel import Normalizer, Panel
+from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 
 
@@ -222,38 +223,6 @@ def best_allocator(registry: ModelRegistry) -> str:
     if not candidates:
         raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
     return max(candidates)[1]
-
-
-def load_agent(
-    registry: ModelRegistry,
-    name: str,
-    panel: Panel,
-    splitter: PurgedDateSplitter,
-    forecasts: pd.DataFrame | None = None,
-    *,
-    whole_panel: bool = False,
-) -> tuple[AgentAllocator, str]:
-    """``name``'s production allocator on a market built with its own stored features
-    and normaliser, checksums verified before any weight is read; and its version.
-    ``whole_panel``: it may decide on any date (serving), not only test dates."""
-    version = registry.get(name, stage="production")
-    stored = version.config
-    env = EnvConfig.model_validate(stored["env"])
-    market = MarketData.from_panel(
-        panel, splitter, env, Normalizer.from_dict(stored["normalizer"]), forecasts=forecasts
-    )
-    if list(market.feature_names) != stored["feature_names"]:
-        raise RegistryError(
-            f"{name} {version.version} reads {stored['feature_names']}; this market has {list(market.feature_names)}"
-        )
-    if market.symbols.tolist() != stored["symbols"]:
-        raise RegistryError(
-            f"{name} {version.version} was trained on {stored['symbols']}; this store has {market.symbols.tolist()}"
-        )
-    policy = rebuild_policy(stored["algorithm"], market, env, stored["policy_kwargs"])
-    policy.load_state_dict(registry.load_weights(version))
-    period = (0, len(market.dates) - 1) if whole_panel else market.splits["test"]
-    return AgentAllocator(stored["algorithm"], policy, market, env, period), version.version
 
 
 def load_agents(

@@ -135,7 +135,7 @@ def _panel(settings: ServeSettings) -> Panel:
 
 def _load_allocator(settings: ServeSettings, panel: Panel) -> tuple:
     """The production allocator (verified) and {name: version}."""
-    from rayfolio.rl.stage import load_agent
+    from rayfolio.rl.load import load_agent
 
     splitter = PurgedDateSplitter(settings.splits, purge=max(panel.horizons))
     agent, version = load_agent(ModelRegistry(settings.registry), settings.allocator, panel, splitter,
@@ -238,7 +238,7 @@ class ExplainerDeployment:
         self._load()
 
     def _load(self) -> None:
-        from rayfolio.rl.stage import load_agent
+        from rayfolio.rl.load import load_agent
 
         s, panel = self.settings, self.panel
         splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
