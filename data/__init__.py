@@ -1,28 +1,24 @@
 """Price panels in, point-in-time feature store out: schema and validation,
-sources, the Ray Data feature pipeline, the store, and purged splits."""
+sources, the Ray Data feature pipeline, the store, and purged splits.
 
-from rayfolio.data.features import FEATURES, compute_symbol_features
-from rayfolio.data.pipeline import build_feature_dataset, build_features_local
-from rayfolio.data.schema import PanelValidationError
-from rayfolio.data.sources import SyntheticSource, file_source, make_source, sp500_source
-from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
-from rayfolio.data.store import FeatureStore, FeatureStoreError, prepare_feature_store
-from rayfolio.data.synthetic import SyntheticPanelConfig
+Names load on first use (PEP 562): importing one module of this package (say the
+store, to read features) does not import Ray Data."""
 
-__all__ = [
-    "FEATURES",
-    "FeatureStore",
-    "FeatureStoreError",
-    "PanelValidationError",
-    "PurgedDateSplitter",
-    "SplitConfig",
-    "SyntheticPanelConfig",
-    "SyntheticSource",
-    "build_feature_dataset",
-    "build_features_local",
-    "compute_symbol_features",
-    "file_source",
-    "make_source",
-    "prepare_feature_store",
-    "sp500_source",
-]
+import importlib
+
+_WHERE = {
+    "FEATURES": "features", "compute_symbol_features": "features",
+    "build_feature_dataset": "pipeline", "build_features_local": "pipeline",
+    "PanelValidationError": "schema",
+    "SyntheticSource": "sources", "file_source": "sources", "make_source": "sources", "sp500_source": "sources",
+    "PurgedDateSplitter": "splits", "SplitConfig": "splits",
+    "FeatureStore": "store", "FeatureStoreError": "store", "prepare_feature_store": "store",
+    "SyntheticPanelConfig": "synthetic",
+}  # fmt: skip
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'rayfolio.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"rayfolio.data.{_WHERE[name]}"), name)

@@ -19,18 +19,20 @@ import uuid
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import ray.data
-import ray.exceptions
 
 from rayfolio.data.features import available_features, label_definition, label_name
-from rayfolio.data.pipeline import build_feature_dataset
 from rayfolio.data.schema import PanelValidationError
-from rayfolio.data.sources import FileSource, PanelSource
+
+if TYPE_CHECKING:  # reading a store needs neither Ray Data nor the sources (a serving replica only reads)
+    import ray.data
+
+    from rayfolio.data.sources import PanelSource
 
 MANIFEST = "manifest.json"
 STORE_FORMAT = "rayfolio-feature-store"
@@ -66,6 +68,10 @@ class StoreSummary:
 
 def prepare_feature_store(source: PanelSource, out: str | os.PathLike, horizons: tuple[int, ...]) -> StoreSummary:
     """Build the features of ``source`` on Ray Data and publish them at ``out``."""
+    import ray.exceptions
+
+    from rayfolio.data.pipeline import build_feature_dataset
+
     target = Path(out).resolve()
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +119,8 @@ def _publish(staging: Path, target: Path) -> None:
 
 
 def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> dict:
+    from rayfolio.data.sources import FileSource
+
     parts = sorted(p for p in staging.iterdir() if p.suffix == ".parquet")
     data = pads.dataset([str(p) for p in parts], format="parquet")
     keys = data.to_table(columns=["date", "symbol"])
@@ -224,6 +232,8 @@ class FeatureStore:
 
     def dataset(self) -> ray.data.Dataset:
         """The rows as a Ray Dataset (for training workers' shards)."""
+        import ray.data
+
         return ray.data.read_parquet(self._parts())
 
     def summary(self) -> StoreSummary:

@@ -69,16 +69,15 @@ def test_a_killed_replica_loses_no_request_and_is_replaced(two_replicas):
         time.sleep(15)
         os.kill(min(before.values()), signal.SIGKILL)
         event["killed"] = time.monotonic()
-        while time.monotonic() - event["killed"] < 60:
-            now, running = ingress_replicas(), running_ingress()
+        while time.monotonic() - event["killed"] < 60:  # Serve's own view: the controller's replica states
+            running = running_ingress()
             if running < 2:
                 event.setdefault("noticed", time.monotonic())
-            if set(now) - set(before):
-                event.setdefault("started", time.monotonic())
-            if len(now) == 2 and set(now) - set(before) and running == 2:
+            elif "noticed" in event:
                 event["replaced"] = time.monotonic()
-                return
-            time.sleep(0.25)
+                break
+            time.sleep(0.2)
+        event["new"] = float(bool(set(ingress_replicas()) - set(before)))
 
     watcher = threading.Thread(target=kill_one_and_watch)
     watcher.start()
@@ -90,13 +89,13 @@ def test_a_killed_replica_loses_no_request_and_is_replaced(two_replicas):
     statuses = collections.Counter(o.status for o in outcomes)
     retried = [o for o in outcomes if o.attempts == 2]
     replaced = event.get("replaced", float("inf")) - event["killed"]
-    noticed, started = (event.get(k, float("nan")) - event["killed"] for k in ("noticed", "started"))
+    noticed = event.get("noticed", float("nan")) - event["killed"]
     print(f"\nreplica crash: {len(outcomes)} requests in 60 s, {len(ok)} succeeded "
           f"({len(ok) / len(outcomes):.4%}), {len(retried)} retried, final statuses {dict(statuses)}; "
           f"latency p50 {ms(ok, 50)}, p99 {ms(ok, 99)}; replacement running after {replaced:.1f} s "
-          f"(Serve saw the loss at {noticed:.1f} s, the new actor was alive at {started:.1f} s)")  # fmt: skip
+          f"(Serve saw the loss at {noticed:.1f} s)")  # fmt: skip
     assert len(ok) / len(outcomes) >= 0.999, statuses
-    assert replaced <= 15.0
+    assert replaced <= 15.0 and event["new"], "no replacement replica"
     log = AuditLog(settings.audit_url, secret=b"audit-secret")
     recorded = collections.Counter(r.request_id for r in log.records(limit=10**6))
     assert all(recorded[o.request_id] == 1 for o in ok)

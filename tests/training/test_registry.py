@@ -115,7 +115,7 @@ def test_a_kill_while_saving_leaves_no_partial_version(tmp_path):
     import time
 
     context, rng = multiprocessing.get_context("spawn"), random.Random(0)
-    for _ in range(4):
+    for _ in range(3):
         ready = context.Event()
         writer = context.Process(target=_register_until_killed, args=(str(tmp_path), ready))
         writer.start()
@@ -128,4 +128,4 @@ def test_a_kill_while_saving_leaves_no_partial_version(tmp_path):
             assert registry.load_weights(registry.get("m", version))["w"].shape == (512, 1024)
     leftovers = list((tmp_path / "m").glob(".staging-*"))
     print(f"\n{len(ModelRegistry(tmp_path).versions('m'))} complete versions; {len(leftovers)} half-written, unlisted")
-    assert len(ModelRegistry(tmp_path).versions("m")) >= 4
+    assert len(ModelRegistry(tmp_path).versions("m")) >= 3

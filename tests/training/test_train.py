@@ -51,7 +51,7 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny_panel, tiny_splitter, t
 
     import psutil
 
-    config = TrainConfig(family="lstm", epochs=8, patience=50, **QUICK)
+    config = TrainConfig(family="lstm", epochs=6, patience=50, **QUICK)
     data = prepare_training_data(tiny_panel, tiny_splitter, config)
     data_ref = ray_session.put(data)
     scaling = ScalingOptions(num_workers=2, max_failures=2)
