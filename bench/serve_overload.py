@@ -8,7 +8,7 @@ were answered, whether each shed answer carried Retry-After, and how long after 
 overload a request succeeded again. Targets (issue 7): shed quickly, no other 5xx,
 full service within 5 s.
 
-    python -m bench.serve_overload [--factor 4] [--duration 30]
+    python -m bench.serve_overload [--factor 4] [--duration 30] [--max-ongoing 8] [--max-queued 8]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factor", type=float, default=4.0)
     parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--max-ongoing", type=int, default=8, help="ingress_max_ongoing per replica")
+    parser.add_argument("--max-queued", type=int, default=8, help="max_queued_requests")
     args = parser.parse_args()
 
     import ray
@@ -38,7 +40,8 @@ def main() -> None:
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         settings = tiny_settings(Path(tmp), ingress=Autoscaling(min_replicas=2, max_replicas=2), rate_per_key=1e5,
-                                 burst_per_key=100_000, ingress_max_ongoing=8, max_queued_requests=8)  # fmt: skip
+                                 burst_per_key=100_000, ingress_max_ongoing=args.max_ongoing,
+                                 max_queued_requests=args.max_queued)  # fmt: skip
         client = serve_tiny(settings)
         symbols = sorted(FeatureStore(settings.store).to_pandas()["symbol"].unique().tolist())
         url = str(client.base_url)
@@ -66,6 +69,7 @@ def main() -> None:
         shed = [o for o in outcomes if o.status in (429, 503)]
         served = [o for o in outcomes if o.status == 200]
         other = sum(n for s, n in statuses.items() if s == 0 or (s >= 500 and s != 503))
+        print(f"two ingress replicas, {args.max_ongoing} requests in each at once, {args.max_queued} queued")
         print(f"capacity (6 closed-loop clients): {capacity:.1f} req/s")
         print(f"offered: {offered:.1f} req/s for {args.duration:.0f} s = {len(outcomes)} requests")
         print(f"answers: {dict(sorted(statuses.items()))}  (0 = no HTTP answer within 60 s)")

@@ -113,9 +113,11 @@ class ServeSettings(BaseModel):
     burst_per_key: int = Field(100, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
     # Load shedding: requests beyond the ingress replicas' concurrency wait in Serve's queue up to
-    # this many; more get 503 with Retry-After at once, instead of everyone timing out.
-    ingress_max_ongoing: int = Field(64, ge=1)  # requests inside one ingress replica at once
-    max_queued_requests: int = Field(32, ge=1)
+    # this many; more get 503 with Retry-After at once, instead of everyone timing out. Small on
+    # purpose (bench/serve_overload.py, 4x the capacity: 8 and 8 shed in p50 0.55 s and were back
+    # in 0.65 s; 64 and 32 took 3.6 s to shed and 11.9 s to recover, Serve's Python proxy queueing).
+    ingress_max_ongoing: int = Field(8, ge=1)  # requests inside one ingress replica at once
+    max_queued_requests: int = Field(8, ge=1)
     retry_after_s: float = Field(1.0, gt=0)
     insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
     ingress: Autoscaling = Autoscaling(max_replicas=2)

@@ -29,8 +29,6 @@ def two_replicas(ray_session, tmp_path_factory):
         ingress=Autoscaling(min_replicas=2, max_replicas=2),
         rate_per_key=1e5,  # the load is one key's; rate limits are tested elsewhere
         burst_per_key=100_000,
-        ingress_max_ongoing=8,
-        max_queued_requests=8,
         retry_after_s=1.0,
     )
     client = serve_tiny(settings)
