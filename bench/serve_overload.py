@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import collections
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def main() -> None:
 
     from rayfolio.data.store import FeatureStore
     from rayfolio.serving.app import Autoscaling
-    from tests.reliability.load import ms, open_loop, steady_load
+    from tests.reliability.load import ms, open_loop, recovery_probe, steady_load
     from tests.serving.tiny_service import USER, serve_tiny, tiny_settings
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -47,22 +46,7 @@ def main() -> None:
         url = str(client.base_url)
         capacity = sum(o.status == 200 for o in steady_load(url, USER, symbols, seconds=8, workers=6)) / 8
         offered = args.factor * capacity
-        end, recovery = time.monotonic() + args.duration, {}
-
-        def probe() -> None:
-            time.sleep(max(0.0, end - time.monotonic()))
-            while time.monotonic() - end < 60:
-                try:
-                    r = client.post("/v1/recommendations", json={}, headers={"Authorization": f"Bearer {USER}"})
-                    if r.status_code == 200:
-                        recovery["at"] = time.monotonic() - end
-                        return
-                except Exception:
-                    pass
-                time.sleep(0.1)
-
-        prober = threading.Thread(target=probe)
-        prober.start()
+        prober, recovery = recovery_probe(url, USER, time.monotonic() + args.duration, limit=60.0)
         outcomes = open_loop(url, USER, symbols, rate=offered, seconds=args.duration)
         prober.join()
         statuses = collections.Counter(o.status for o in outcomes)

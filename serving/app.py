@@ -632,8 +632,10 @@ class Ingress:
         results = list(await asyncio.gather(*(d.reload.remote() for d in remote)))
         if self.agent is not None:
             results.append(_reload(self._load_local, lambda: self.local_versions, self.settings.registry))
-        self.model_versions = {k: v for r in results for k, v in r["versions"].items()}
-        self.forecast_cache = {}  # forecasts of the models served before
+        served_before, self.model_versions = self.model_versions, {k: v for r in results
+                                                                   for k, v in r["versions"].items()}  # fmt: skip
+        if self.model_versions != served_before:
+            self.forecast_cache = {}  # forecasts of the models served before
         refused = sorted({r["error"] for r in results if r["error"]})
         if refused:
             raise RequestError("reload_refused", f"{'; '.join(refused)}; still serving {self.model_versions}", 409)

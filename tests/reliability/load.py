@@ -137,6 +137,29 @@ def crowd(base_url: str, key: str, symbols: list[str], clients: int, seconds: fl
     return sorted(outcomes, key=lambda o: o.started)
 
 
+def recovery_probe(base_url: str, key: str, end: float, limit: float = 30.0) -> tuple[threading.Thread, dict]:
+    """A started thread that, from ``end`` (monotonic seconds) on, sends a recommendation every
+    0.1 s until one succeeds; ``result["at"]``: how long after ``end`` (absent: none in ``limit`` s)."""
+    result: dict[str, float] = {}
+
+    def probe() -> None:
+        time.sleep(max(0.0, end - time.monotonic()))
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            while time.monotonic() - end < limit:
+                try:
+                    if http.post("/v1/recommendations", json={}, headers={"Authorization": f"Bearer {key}"}
+                                 ).status_code == 200:  # fmt: skip
+                        result["at"] = time.monotonic() - end
+                        return
+                except httpx.HTTPError:  # not yet
+                    pass
+                time.sleep(0.1)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    return thread, result
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")

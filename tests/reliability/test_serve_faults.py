@@ -14,7 +14,7 @@ import pytest
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.app import Autoscaling
 from rayfolio.serving.audit import AuditLog
-from tests.reliability.load import crowd, ms, percentile, steady_load
+from tests.reliability.load import crowd, ms, percentile, recovery_probe, steady_load
 from tests.serving.tiny_service import USER, serve_tiny, tiny_settings
 
 pytestmark = pytest.mark.slow
@@ -108,23 +108,8 @@ def test_overload_is_shed_with_retry_after_and_service_comes_back(two_replicas):
     *rate* instead: Ray's Python proxy itself saturates there; see its figures.)"""
     client, settings, symbols = two_replicas
     admitted = 2 * settings.ingress_max_ongoing + settings.max_queued_requests
-    seconds, recovery = 30.0, {}
-    end = time.monotonic() + seconds
-
-    def probe_after_the_overload() -> None:
-        time.sleep(max(0.0, end - time.monotonic()))
-        while time.monotonic() - end < 30:
-            try:
-                if client.post("/v1/recommendations", json={}, headers={"Authorization": f"Bearer {USER}"},
-                               timeout=10).status_code == 200:  # fmt: skip
-                    recovery["at"] = time.monotonic() - end
-                    return
-            except Exception:
-                pass
-            time.sleep(0.1)
-
-    prober = threading.Thread(target=probe_after_the_overload)
-    prober.start()
+    seconds = 30.0
+    prober, recovery = recovery_probe(str(client.base_url), USER, time.monotonic() + seconds)
     outcomes = crowd(str(client.base_url), USER, symbols, clients=4 * admitted, seconds=seconds)
     prober.join()
 
