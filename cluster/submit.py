@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import shlex
 import shutil
@@ -34,7 +35,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-SUBPACKAGES = ("cluster", "data", "explain", "rl", "serving", "training")
 EXCLUDES = ["runs/", ".venv/", "venv/", ".git/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/", "*.egg-info/"]
 # Forwarded to the job when set here: where it reads and writes, and the keys it may need.
 FORWARDED_ENV = ("RAYFOLIO_REGISTRY", "RAYFOLIO_AUDIT_KEY")
@@ -57,11 +57,22 @@ def dashboard_address(address: str | None) -> str:
     return address if "://" in address else f"http://{address}"
 
 
+def installed_subpackages() -> dict[str, Path]:
+    """Every ``rayfolio.<name>`` this interpreter imports, and its folder: the folders
+    beside ``rayfolio.cluster`` that import as rayfolio's (found, never listed by hand)."""
+    here = Path(importlib.import_module("rayfolio.cluster").__file__).parent
+    found = {}
+    for folder in sorted(p for p in here.parent.iterdir() if (p / "__init__.py").is_file()):
+        spec = importlib.util.find_spec(f"rayfolio.{folder.name}")
+        if spec is not None and spec.origin and Path(spec.origin).parent.resolve() == folder.resolve():
+            found[folder.name] = folder
+    return found
+
+
 def stage_package(staging: Path) -> Path:
     """A copy of the installed rayfolio sources as ``staging/rayfolio`` (for ``py_modules``)."""
     root = staging / "rayfolio"
-    for name in SUBPACKAGES:
-        source = Path(importlib.import_module(f"rayfolio.{name}").__file__).parent
+    for name, source in installed_subpackages().items():
         shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return root
 

@@ -25,7 +25,7 @@ import shap
 import torch
 from torch import nn
 
-from rayfolio.serving.ensemble import ForecastEnsemble
+from rayfolio.training.ensemble import ForecastEnsemble
 
 OTHER_ASSETS = "other assets"
 HOLDINGS = "current holdings"

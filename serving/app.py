@@ -52,7 +52,7 @@ from rayfolio.serving.engine import (
     idempotency_conflict,
     request_id_for,
 )
-from rayfolio.serving.ensemble import ForecastEnsemble, load_forecasters
+from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
 from rayfolio.serving.metrics import ServiceMetrics
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.schemas import (
