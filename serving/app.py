@@ -52,7 +52,6 @@ from rayfolio.serving.engine import (
     idempotency_conflict,
     request_id_for,
 )
-from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
 from rayfolio.serving.metrics import ServiceMetrics
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.schemas import (
@@ -63,6 +62,7 @@ from rayfolio.serving.schemas import (
     RecommendationResponse,
     RiskProfileIn,
 )
+from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 

@@ -19,7 +19,6 @@ import numpy as np
 from rayfolio.rl.agents import AgentAllocator
 from rayfolio.rl.measures import conditional_value_at_risk, value_at_risk
 from rayfolio.serving.audit import AuditLog
-from rayfolio.training.ensemble import EnsembleForecast, ForecastEnsemble
 from rayfolio.serving.risk import Check, HouseLimits, MarketState, RiskProfile, apply_risk_filters, portfolio_vol
 from rayfolio.serving.schemas import (
     CASH,
@@ -29,6 +28,7 @@ from rayfolio.serving.schemas import (
     RecommendationResponse,
     RiskProfileIn,
 )
+from rayfolio.training.ensemble import EnsembleForecast, ForecastEnsemble
 from rayfolio.training.panel import Panel
 
 LOOKBACK = 252  # trading days behind risk estimates

@@ -19,9 +19,9 @@ from rayfolio.rl.config import EnvConfig
 from rayfolio.rl.market import MarketData
 from rayfolio.serving.audit import AuditLog, sqlite_url
 from rayfolio.serving.engine import RecommendationEngine
-from rayfolio.training.ensemble import ForecastEnsemble, Forecaster
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.training.config import TrainConfig
+from rayfolio.training.ensemble import ForecastEnsemble, Forecaster
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
 

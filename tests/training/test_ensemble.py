@@ -13,8 +13,8 @@ from rayfolio.data.features import FEATURES
 from rayfolio.data.pipeline import build_features_local
 from rayfolio.data.sources import SyntheticSource
 from rayfolio.data.synthetic import SyntheticPanelConfig
-from rayfolio.training.ensemble import ForecastEnsemble, Forecaster, load_forecasters
 from rayfolio.training.config import TrainConfig
+from rayfolio.training.ensemble import ForecastEnsemble, Forecaster, load_forecasters
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
