@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import yaml
@@ -47,6 +48,15 @@ class RunConfig(BaseModel):
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.name
+
+    def store_dir(self, override: Path | None = None) -> Path:
+        """The feature store a command reads or writes: ``--store``/``--out``, else ``runs/<name>/features``."""
+        return Path(override or self.run_dir / "features").resolve()
+
+    def registry_root(self, override: Path | None = None) -> Path:
+        """The model registry: ``--registry``, else the config's, else ``RAYFOLIO_REGISTRY``, else
+        ``runs/registry``. The one place this is decided."""
+        return Path(override or self.registry or os.environ.get("RAYFOLIO_REGISTRY") or "runs/registry").resolve()
 
 
 def load_config(path: str | Path | None) -> RunConfig:

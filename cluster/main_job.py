@@ -42,7 +42,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
     """Run every stage on ``config``; returns the path of the written report."""
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    store_dir = (store_dir or run_dir / "features").resolve()
+    store_dir = config.store_dir(store_dir)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with ray_connection(config.ray, address):
@@ -57,7 +57,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
         print(table(overview.splits, floatfmt=".0f"))
 
         t0 = _stage(2, "forecasters", f"{', '.join(config.forecasters.families)} on Ray Tune + Ray Train, baselines")
-        registry = ModelRegistry(config.registry or ModelRegistry.default_root())
+        registry = ModelRegistry(config.registry_root())
         forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry)
         timings["forecasters"] = time.perf_counter() - t0
         print(table(_test_rank_ic(forecasts), floatfmt=".4f"))

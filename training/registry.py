@@ -57,10 +57,6 @@ class ModelRegistry:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
 
-    @staticmethod
-    def default_root() -> Path:
-        return Path(os.environ.get("RAYFOLIO_REGISTRY", "runs/registry"))
-
     def _model_dir(self, name: str) -> Path:
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r}: use lower-case letters, digits, '-', '_' or '.'")

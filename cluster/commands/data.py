@@ -67,7 +67,7 @@ def _show(args: argparse.Namespace) -> None:
     from rayfolio.cluster.report import table
     from rayfolio.data.store import FeatureStore
 
-    store = FeatureStore(args.store or load_config(args.config).run_dir / "features")
+    store = FeatureStore(load_config(args.config).store_dir(args.store))
     store.verify()
     print("\n".join(store.summary().lines()))
     print(table(store.coverage()))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _registry_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
-        "--registry", type=Path, help="registry directory (default: RAYFOLIO_REGISTRY, else runs/registry)"
+        "--registry", type=Path, help="registry directory (default: the config's, RAYFOLIO_REGISTRY, runs/registry)"
     )
     parser.add_argument("--config", type=Path, help="run config whose registry to use")
     parser.set_defaults(func=_models)
@@ -32,10 +32,7 @@ def _registry(args: argparse.Namespace):
     from rayfolio.cluster.config import load_config
     from rayfolio.training.registry import ModelRegistry
 
-    if args.registry is not None:
-        return ModelRegistry(args.registry)
-    configured = load_config(args.config).registry if args.config else None
-    return ModelRegistry(configured or ModelRegistry.default_root())
+    return ModelRegistry(load_config(args.config).registry_root(args.registry))
 
 
 def _models(args: argparse.Namespace) -> None:

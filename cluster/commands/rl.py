@@ -41,13 +41,10 @@ def _allocation(args: argparse.Namespace) -> None:
     from rayfolio.training.registry import ModelRegistry
 
     config = load_config(args.config)
-    store = FeatureStore(args.store or config.run_dir / "features")
+    store = FeatureStore(config.store_dir(args.store))
     store.verify()
     splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
-    if args.registry is not None:
-        registry = ModelRegistry(args.registry)
-    else:
-        registry = ModelRegistry(config.registry or ModelRegistry.default_root())
+    registry = ModelRegistry(config.registry_root(args.registry))
     forecasts = args.forecasts or config.run_dir / "forecasts.parquet"
     if args.forecasts is not None and not forecasts.is_file():
         raise ConfigError(f"{forecasts}: no such forecasts file")

@@ -49,10 +49,10 @@ def _serve(args: argparse.Namespace) -> None:
             "no API keys: set RAYFOLIO_API_KEYS (comma-separated key or key:admin) or RAYFOLIO_API_KEYS_FILE, "
             "or pass --insecure-dev for local development"
         )
-    registry = ModelRegistry(args.registry or config.registry or ModelRegistry.default_root())
+    registry = ModelRegistry(config.registry_root(args.registry))
     allocator = args.allocator or best_allocator(registry)
     settings = ServeSettings(
-        store=(args.store or config.run_dir / "features").resolve(),
+        store=config.store_dir(args.store),
         registry=registry.root.resolve(),
         splits=config.splits,
         audit_url=args.audit or sqlite_url(config.run_dir / "audit.db"),
