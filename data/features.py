@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rayfolio.data import indicators as ind
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 
 
 class SymbolData:
@@ -62,7 +63,7 @@ def _ret(h: int) -> FeatureDef:
 def _vol(w: int) -> FeatureDef:
     return FeatureDef(
         f"vol_{w}",
-        f"annualised std (ddof=1, x sqrt(252)) of the last {w} daily log returns",
+        f"annualised std (ddof=1, x sqrt({TRADING_DAYS_PER_YEAR})) of the last {w} daily log returns",
         ("close",),
         lambda c: c.vol(w),
         w,
@@ -98,7 +99,7 @@ def _macd_signal(c: Columns) -> np.ndarray:
 
 
 def _vol_regime(c: Columns) -> np.ndarray:
-    short, long = c.vol(20), c.vol(252)
+    short, long = c.vol(20), c.vol(TRADING_DAYS_PER_YEAR)
     flag = (short > long).astype(np.float64)
     flag[np.isnan(short) | np.isnan(long)] = np.nan
     return flag
@@ -135,17 +136,17 @@ FEATURES: tuple[FeatureDef, ...] = (
     ),
     FeatureDef(
         "mom_12_1",
-        "log(close[t-21] / close[t-252]): 12-month momentum skipping the last month",
+        f"log(close[t-21] / close[t-{TRADING_DAYS_PER_YEAR}]): 12-month momentum skipping the last month",
         ("close",),
         lambda c: ind.momentum_12_1(c["close"]),
-        252,
+        TRADING_DAYS_PER_YEAR,
     ),
     FeatureDef(
         "vol_regime",
-        "1 when vol_20 > vol_252 (the past year's realised vol), else 0; past data only",
+        f"1 when vol_20 > vol_{TRADING_DAYS_PER_YEAR} (the past year's realised vol), else 0; past data only",
         ("close",),
         _vol_regime,
-        252,
+        TRADING_DAYS_PER_YEAR,
     ),
     FeatureDef(
         "atr_14",

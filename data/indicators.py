@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
-TRADING_DAYS_PER_YEAR = 252
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 
 
 def _nan_like(x: np.ndarray) -> np.ndarray:
@@ -172,8 +172,8 @@ def rolling_max_drawdown(close: np.ndarray, w: int = 60) -> np.ndarray:
     return out
 
 
-def momentum_12_1(close: np.ndarray, long: int = 252, skip: int = 21) -> np.ndarray:
-    """12-1 momentum: log return from t-252 to t-21, skipping the last month."""
+def momentum_12_1(close: np.ndarray, long: int = TRADING_DAYS_PER_YEAR, skip: int = 21) -> np.ndarray:
+    """12-1 momentum: log return from t-``long`` (a year) to t-``skip`` (a month), skipping the last month."""
     return np.log(lag(close, skip)) - np.log(lag(close, long))
 
 
