@@ -14,6 +14,7 @@ _WHERE = {
     "PurgedDateSplitter": "splits", "SplitConfig": "splits",
     "FeatureStore": "store", "FeatureStoreError": "store", "prepare_feature_store": "store",
     "SyntheticPanelConfig": "synthetic",
+    "validate_before_ray": "validate",
 }  # fmt: skip
 __all__ = sorted(_WHERE)
 

@@ -11,6 +11,7 @@ the column and the rule. Checks are vectorised over whole columns.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,6 +257,45 @@ def first_duplicate(dates: np.ndarray, symbols: np.ndarray) -> tuple[int, int] |
     k = int(np.flatnonzero(same)[0])
     a, b = sorted((int(order[k]), int(order[k + 1])))
     return a, b
+
+
+def check_symbol_rows(rows: dict[str, np.ndarray], locate: Callable[[int, int], Location]) -> dict[str, np.ndarray]:
+    """One symbol's rows, gathered from every file, sorted by date; refuses a
+    (date, symbol) that repeats (also across files) and a sector that changes.
+
+    ``rows`` holds ``date``, ``symbol``, the provenance columns ``_source`` and
+    ``_row`` (and ``sector`` when present) as arrays of shape (T,), in any order:
+    files can be unsorted or split by date, so they are sorted here rather than
+    refused. ``locate(source_index, row)`` names a row's file and line.
+    """
+    order = np.argsort(rows["date"], kind="stable")
+    rows = {k: v[order] for k, v in rows.items()}
+    dates = rows["date"]
+
+    def at(i: int) -> Location:
+        return locate(int(rows[SOURCE][i]), int(rows[ROW][i]))
+
+    repeats = np.flatnonzero(dates[1:] == dates[:-1])
+    if len(repeats):
+        a, b = int(repeats[0]), int(repeats[0]) + 1
+        raise PanelValidationError(
+            at(b),
+            f"duplicate (date, symbol): also at {at(a)}",
+            column="date",
+            date=str(dates[b]),
+            symbol=str(rows["symbol"][b]),
+        )
+    if SECTOR in rows and len(changed := np.flatnonzero(rows[SECTOR][1:] != rows[SECTOR][:-1])):
+        i = int(changed[0]) + 1
+        raise PanelValidationError(
+            at(i),
+            f"sector changes within a symbol (was {rows[SECTOR][i - 1]!r})",
+            column=SECTOR,
+            date=str(dates[i]),
+            symbol=str(rows["symbol"][i]),
+            value=str(rows[SECTOR][i]),
+        )
+    return rows
 
 
 def normalize_table(table: pa.Table, file: str, *, is_csv: bool, source_index: int = 0) -> pa.Table:

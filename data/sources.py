@@ -3,8 +3,10 @@ filesystem URI), the embedded S&P 500 sample, and the synthetic generator.
 
 A source is a list of read units (a file, or a slice of synthetic assets);
 ``read_unit`` turns one unit into a validated long-format table (see
-``schema.normalize_table``). ``PanelDatasource`` hands the units to Ray Data as
-read tasks, so files are read and validated in parallel, streaming.
+``schema.normalize_table``). Nothing here imports Ray: ``pipeline.PanelDatasource``
+hands the units to Ray Data as read tasks, so files are read and validated in
+parallel, streaming, and ``validate.validate_before_ray`` reads a small local
+panel in this process.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import itertools
 import os
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,8 +26,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from ray.data.block import BlockMetadata
-from ray.data.datasource import Datasource, ReadTask
 
 from rayfolio.data.schema import (
     ROW,
@@ -322,6 +320,12 @@ def _read_parquet(fs: pafs.FileSystem, f: PanelFile) -> pa.Table:
         raise PanelValidationError(Location(f.display), f"not a readable Parquet file: {err}") from None
 
 
+def panel_columns(source: PanelSource) -> list[str]:
+    """The columns every unit of ``source`` yields, in a fixed order: one schema for all of them."""
+    sector = [SECTOR] if source.has_sector else []
+    return ["date", "symbol", *sector, *(c for c in VALUE_COLUMNS if c in source.value_columns), SOURCE, ROW]
+
+
 def symbols_partition_units(source: PanelSource, max_workers: int = 8) -> bool:
     """True when no symbol appears in two read units.
 
@@ -331,70 +335,3 @@ def symbols_partition_units(source: PanelSource, max_workers: int = 8) -> bool:
     with ThreadPoolExecutor(max_workers) as pool:  # arrow readers release the GIL
         per_unit = list(pool.map(source.unit_symbols, source.units))
     return sum(len(s) for s in per_unit) == len(frozenset().union(*per_unit))
-
-
-class PanelDatasource(Datasource):
-    """Ray Data datasource: one read task per source unit, validated long rows out.
-
-    With ``per_unit_step`` (only valid when ``symbols_partition_units``), each
-    read task also applies the step to every symbol it read, so the datasource
-    yields finished feature rows one symbol chunk at a time.
-    """
-
-    def __init__(
-        self,
-        source: PanelSource,
-        value_columns: frozenset[str],
-        per_symbol_step: Callable[[dict[str, np.ndarray]], pa.Table] | None = None,
-    ) -> None:
-        super().__init__()
-        self.source = source
-        self.per_symbol_step = per_symbol_step
-        # One schema for every block: the columns all units share, in a fixed order.
-        sector = [SECTOR] if source.has_sector else []
-        self.columns = ["date", "symbol", *sector, *(c for c in VALUE_COLUMNS if c in value_columns), SOURCE, ROW]
-
-    def get_name(self) -> str:
-        return "ReadPanel"
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return self.source.estimated_bytes()
-
-    def get_read_tasks(
-        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
-    ) -> list[ReadTask]:
-        per_unit = self.source.estimated_bytes() // max(1, len(self.source.units))
-        return [
-            ReadTask(
-                lambda unit=unit: self._read(unit),
-                BlockMetadata(num_rows=None, size_bytes=per_unit, input_files=None, exec_stats=None),
-                per_task_row_limit=per_task_row_limit,
-            )
-            for unit in self.source.units
-        ]
-
-    def _read(self, unit: int) -> Iterator[pa.Table]:
-        rows = self.source.read_unit(unit).select(self.columns)
-        if self.per_symbol_step is None:
-            yield rows
-            return
-        yield from _per_symbol(rows, self.per_symbol_step)
-
-
-def _per_symbol(rows: pa.Table, step: Callable[[dict[str, np.ndarray]], pa.Table], chunk_rows: int = 1 << 18):
-    """Apply ``step`` to each symbol's rows; yield outputs in ~chunk_rows tables."""
-    cols = {name: rows.column(name).to_numpy() for name in rows.column_names}
-    order = np.argsort(cols["symbol"], kind="stable")
-    symbols = cols["symbol"][order]
-    starts = np.flatnonzero(np.concatenate(([True], symbols[1:] != symbols[:-1])))
-    bounds = [*starts.tolist(), len(order)]
-    pending, size = [], 0
-    for a, b in itertools.pairwise(bounds):
-        idx = order[a:b]
-        pending.append(step({name: values[idx] for name, values in cols.items()}))
-        size += b - a
-        if size >= chunk_rows:
-            yield pa.concat_tables(pending)
-            pending, size = [], 0
-    if pending:
-        yield pa.concat_tables(pending)
