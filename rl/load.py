@@ -8,9 +8,9 @@ import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.rl.agents import AgentAllocator, rebuild_policy
-from rayfolio.rl.config import EnvConfig
 from rayfolio.rl.market import MarketData
-from rayfolio.training.panel import Normalizer, Panel
+from rayfolio.training.cards import AllocatorCard
+from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 
 
@@ -24,23 +24,23 @@ def load_agent(
     whole_panel: bool = False,
 ) -> tuple[AgentAllocator, str]:
     """``name``'s production allocator on a market built with its own stored features
-    and normaliser, checksums verified before any weight is read; and its version.
-    ``whole_panel``: it may decide on any date (serving), not only test dates."""
+    and normaliser, checksums verified and card validated before any weight is read;
+    and its version. ``whole_panel``: it may decide on any date (serving), not only test dates."""
     version = registry.get(name, stage="production")
-    stored = version.config
-    env = EnvConfig.model_validate(stored["env"])
-    market = MarketData.from_panel(
-        panel, splitter, env, Normalizer.from_dict(stored["normalizer"]), forecasts=forecasts
-    )
-    if list(market.feature_names) != stored["feature_names"]:
+    card = version.card
+    if not isinstance(card, AllocatorCard):
+        raise RegistryError(f"{name} {version.version} is {card.kind!r}, not an allocator")
+    env = card.env
+    market = MarketData.from_panel(panel, splitter, env, card.normalizer.normalizer(), forecasts=forecasts)
+    if market.feature_names != card.feature_names:
         raise RegistryError(
-            f"{name} {version.version} reads {stored['feature_names']}; this market has {list(market.feature_names)}"
+            f"{name} {version.version} reads {list(card.feature_names)}; this market has {list(market.feature_names)}"
         )
-    if market.symbols.tolist() != stored["symbols"]:
+    if tuple(market.symbols.tolist()) != card.symbols:
         raise RegistryError(
-            f"{name} {version.version} was trained on {stored['symbols']}; this store has {market.symbols.tolist()}"
+            f"{name} {version.version} was trained on {list(card.symbols)}; this store has {market.symbols.tolist()}"
         )
-    policy = rebuild_policy(stored["algorithm"], market, env, stored["policy_kwargs"])
+    policy = rebuild_policy(card.algorithm, market, env, card.policy_kwargs.as_sb3())
     policy.load_state_dict(registry.load_weights(version))
     period = (0, len(market.dates) - 1) if whole_panel else market.splits["test"]
-    return AgentAllocator(stored["algorithm"], policy, market, env, period), version.version
+    return AgentAllocator(card.algorithm, policy, market, env, period), version.version

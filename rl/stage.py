@@ -4,6 +4,7 @@ test period (touched once, here)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
-from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
+from rayfolio.data.store import FeatureStore
 from rayfolio.rl.agents import AgentAllocator
 from rayfolio.rl.backtest import Allocator, StrategyRun, rebalance_dates, run_backtest, simulate
 from rayfolio.rl.baselines import (
@@ -28,8 +29,11 @@ from rayfolio.rl.load import load_agent
 from rayfolio.rl.market import MarketData, ensemble_forecasts
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
+from rayfolio.training.cards import AllocatorCard, Calendar, NormalizerParams, PolicyKwargs, allocator_name
 from rayfolio.training.panel import Panel
-from rayfolio.training.registry import ModelRegistry, RegistryError
+from rayfolio.training.registry import WEIGHTS, ModelRegistry, RegistryError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,10 +60,12 @@ def run_allocation(
     searches = {}
     for algorithm in config.agents.algorithms:
         search = getattr(config.agents, algorithm)
-        print(
-            f"  searching {algorithm}: {search.num_samples} draws x {len(search.seeds)} seeds, "
-            f"{search.timesteps:,} steps each, on Ray Tune",
-            flush=True,
+        logger.info(
+            "searching %s: %d draws x %d seeds, %s steps each, on Ray Tune",
+            algorithm,
+            search.num_samples,
+            len(search.seeds),
+            f"{search.timesteps:,}",
         )
         searches[algorithm] = search_agents(
             market,
@@ -72,9 +78,11 @@ def run_allocation(
             seed=config.backtest.seed,
         )
         o = searches[algorithm]
-        print(f"  {algorithm}: best validation Sharpe {o.val_sharpe:.2f}, deflated Sharpe {o.deflated_sharpe:.2f}")
+        logger.info("%s: best validation Sharpe %.2f, deflated Sharpe %.2f", algorithm, o.val_sharpe,
+                    o.deflated_sharpe)  # fmt: skip
+    calendar = Calendar.of(store, splitter)
     registered = {
-        f"{algorithm}-allocator": register_agent(registry, store, market, config.env, outcome)
+        allocator_name(algorithm): register_agent(registry, calendar, market, config.env, outcome)
         for algorithm, outcome in searches.items()
     }
     agents = [
@@ -182,44 +190,36 @@ def index_run(
 
 
 def register_agent(
-    registry: ModelRegistry, store: FeatureStore, market: MarketData, env: EnvConfig, outcome: AgentSearchOutcome
+    registry: ModelRegistry, calendar: Calendar, market: MarketData, env: EnvConfig, outcome: AgentSearchOutcome
 ) -> tuple[str, str]:
     """The chosen policy's state_dict (never an SB3 .zip: that is pickled code) with
-    what rebuilding it needs; production if the model has none yet, else staging."""
-    name = f"{outcome.algorithm}-allocator"
+    the card that rebuilds it; stage auto (production if the model has none yet, else staging)."""
+    card = AllocatorCard(
+        algorithm=outcome.algorithm,
+        env=env,
+        policy_kwargs=PolicyKwargs.model_validate(outcome.policy_kwargs, strict=False),
+        params=outcome.params,
+        feature_names=market.feature_names,
+        normalizer=NormalizerParams.of(market.normalizer),
+        symbols=tuple(market.symbols.tolist()),
+        calendar=calendar,
+    )
     version = registry.register(
-        name,
-        outcome.policy.state_dict(),
-        {
-            "algorithm": outcome.algorithm,
-            "policy_kwargs": outcome.policy_kwargs,
-            "env": env.model_dump(mode="json"),
-            "symbols": market.symbols.tolist(),
-            "feature_names": list(market.feature_names),
-            "normalizer": market.normalizer.to_dict(),
-            "params": outcome.params,
-        },
-        {
+        card,
+        {WEIGHTS: outcome.policy.state_dict()},
+        metrics={
             "validation_sharpe": outcome.val_sharpe,
             "deflated_sharpe": outcome.deflated_sharpe,
             "timesteps": outcome.timesteps,
             "trials": outcome.trials.replace({np.nan: None}).to_dict("records"),
         },
-        feature_manifest_sha256=sha256_file(store.path / MANIFEST),
-        data_range=(store.manifest["date_range"][0], store.manifest["date_range"][1]),
     )
-    stage = "production" if registry.stage_version(name, "production") is None else "staging"
-    registry.promote(name, version.version, stage)
-    return version.version, stage
+    return version.version, registry.stage_of(version)
 
 
 def best_allocator(registry: ModelRegistry) -> str:
     """The production allocator with the best validation Sharpe."""
-    candidates = []
-    for name in registry.models():
-        if name.endswith("-allocator") and registry.stage_version(name):
-            sharpe = registry.get(name, stage="production").metrics.get("validation_sharpe", float("-inf"))
-            candidates.append((sharpe, name))
+    candidates = [(v.metrics.get("validation_sharpe", float("-inf")), v.name) for v in registry.production("allocator")]
     if not candidates:
         raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
     return max(candidates)[1]
@@ -235,7 +235,7 @@ def load_agents(
     """The production allocators of ``config``'s algorithms, for the backtest."""
     agents, notes = [], []
     for algorithm in config.agents.algorithms:
-        name = f"{algorithm}-allocator"
+        name = allocator_name(algorithm)
         if registry.stage_version(name, "production") is None:
             notes.append(f"{name}: no production version in {registry.root}; left out.")
             continue

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 from rayfolio.data.graph import correlation_neighbours, sector_neighbours
-from rayfolio.training.panel import Normalizer, Panel, windows
-from rayfolio.training.registry import ModelRegistry, RegistryError
-
-TRAILING_DAYS = 252
+from rayfolio.training.cards import ForecasterCard
+from rayfolio.training.panel import Panel, windows
+from rayfolio.training.registry import ModelRegistry, ModelVersion, RegistryError
 
 
 @dataclass(frozen=True)
@@ -53,33 +53,37 @@ class EnsembleForecast:
 
 
 def load_forecasters(registry: ModelRegistry, panel: Panel, names: list[str] | None = None) -> list[Forecaster]:
-    """Production versions, checksums verified before any weight is read."""
+    """Production versions (of ``names``, else every production forecaster), checksums
+    verified and cards validated before any weight is read."""
     from rayfolio.training.models import build_model  # here: PyG costs an ingress replica ~2 s to import
 
-    names = names or [n for n in registry.models() if n.endswith("-forecaster") and registry.stage_version(n)]
-    if not names:
+    versions = (
+        [registry.get(name, stage="production") for name in names] if names else registry.production("forecaster")
+    )
+    if not versions:
         raise RegistryError(f"no production forecaster in {registry.root}: run `rayfolio run` first")
     out = []
-    for name in names:
-        version = registry.get(name, stage="production")
-        config = version.config
-        missing = sorted(set(config["feature_names"]) - set(panel.feature_names))
+    for version in versions:
+        card = _forecaster_card(version)
+        missing = sorted(set(card.feature_names) - set(panel.feature_names))
         if missing:
-            raise RegistryError(f"{name} {version.version} needs features the store lacks: {', '.join(missing)}")
-        if tuple(config["horizons"]) != panel.horizons:
             raise RegistryError(
-                f"{name} {version.version} forecasts {config['horizons']}, the store has {panel.horizons}"
+                f"{version.name} {version.version} needs features the store lacks: {', '.join(missing)}"
             )
-        columns = [panel.feature_names.index(f) for f in config["feature_names"]]
-        scaled = Normalizer.from_dict(config["normalizer"]).transform(panel.features[..., columns])
+        if card.horizons != panel.horizons:
+            raise RegistryError(
+                f"{version.name} {version.version} forecasts horizons {card.horizons}, the store has {panel.horizons}"
+            )
+        columns = [panel.feature_names.index(f) for f in card.feature_names]
+        scaled = card.normalizer.normalizer().transform(panel.features[..., columns])
         returns = panel.features[..., panel.feature_names.index("ret_1")]
-        graph = config["graph"]
-        neighbours = correlation_neighbours(returns, graph["k"], graph["lookback"])
-        if panel.sectors is not None and graph.get("sector_k", 0) > 0:
-            by_sector = sector_neighbours(panel.sectors, graph["sector_k"])
+        graph = card.graph
+        neighbours = correlation_neighbours(returns, graph.k, graph.lookback)
+        if panel.sectors is not None and graph.sector_k > 0:
+            by_sector = sector_neighbours(panel.sectors, graph.sector_k)
             neighbours = np.concatenate([neighbours, np.broadcast_to(by_sector, (len(neighbours), *by_sector.shape))],
                                         axis=2)  # fmt: skip
-        model = build_model(config["family"], config["model"])
+        model = build_model(card.family, card.model_kwargs())
         model.load_state_dict(registry.load_weights(version))
         ic = {
             row["horizon"]: row["rank_ic"]
@@ -87,10 +91,16 @@ def load_forecasters(registry: ModelRegistry, panel: Panel, names: list[str] | N
             if row["split"] == "validation"
         }
         out.append(
-            Forecaster(name, version.version, model.eval(), int(config["train"]["window"]), scaled, neighbours,
-                       panel.horizons, np.array([ic.get(h, 0.0) for h in panel.horizons], dtype=np.float64))
+            Forecaster(version.name, version.version, model.eval(), card.window, scaled, neighbours, panel.horizons,
+                       np.array([ic.get(h, 0.0) for h in panel.horizons], dtype=np.float64))
         )  # fmt: skip
     return out
+
+
+def _forecaster_card(version: ModelVersion) -> ForecasterCard:
+    if not isinstance(version.card, ForecasterCard):
+        raise RegistryError(f"{version.name} {version.version} is {version.card.kind!r}, not a forecaster")
+    return version.card
 
 
 class ForecastEnsemble:
@@ -141,12 +151,12 @@ class ForecastEnsemble:
         return out
 
     def _trailing(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """(H,) mean and (H,) mean cross-sectional std of realised h-day log returns over the last year."""
+        """(H,) mean and (H,) mean cross-sectional std of realised h-day log returns over the last trading year."""
         means, spreads = [], []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # days before any realised return
             for h in self.panel.horizons:
-                window = self._realised[h][max(0, t - TRAILING_DAYS + 1) : t + 1]
+                window = self._realised[h][max(0, t - TRADING_DAYS_PER_YEAR + 1) : t + 1]
                 means.append(np.nanmean(window) if np.isfinite(window).any() else 0.0)
                 spreads.append(np.nanmean(np.nanstd(window, axis=1)) if np.isfinite(window).any() else 0.0)
         return np.array(means), np.array(spreads)

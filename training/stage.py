@@ -3,6 +3,7 @@ the baselines, score validation and test, write forecasts, register models."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +11,19 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from rayfolio.data.conventions import DEFAULT_COST_BPS
 from rayfolio.data.splits import PurgedDateSplitter
-from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
+from rayfolio.data.store import FeatureStore
 from rayfolio.training.baselines import BASELINES, RidgeBaseline, momentum_12_1, reversal_5d
+from rayfolio.training.cards import Calendar, ForecasterCard, NormalizerParams, forecaster_name
 from rayfolio.training.config import Family, ScalingOptions, TrainConfig
 from rayfolio.training.evaluate import forecast_frame, metrics_table
 from rayfolio.training.panel import Panel
-from rayfolio.training.registry import ModelRegistry
+from rayfolio.training.registry import WEIGHTS, ModelRegistry
 from rayfolio.training.train import TrainingData, predict, prepare_training_data
 from rayfolio.training.tune import SearchConfig, SearchOutcome, search_family
+
+logger = logging.getLogger(__name__)
 
 
 class ForecastersConfig(BaseModel):
@@ -30,7 +35,7 @@ class ForecastersConfig(BaseModel):
     train: TrainConfig = TrainConfig(hidden=16, window=20, epochs=3, train_stride=5, patience=2)
     search: SearchConfig = SearchConfig(num_samples=2, hidden=(16, 32), layers=(1,), window=(20, 40))
     scaling: ScalingOptions = ScalingOptions()
-    cost_bps: float = Field(10.0, ge=0)
+    cost_bps: float = Field(DEFAULT_COST_BPS, ge=0)
 
 
 @dataclass(frozen=True)
@@ -62,15 +67,16 @@ def run_forecasters(
     data = prepare_training_data(panel, splitter, config.train)
     searches = {}
     for family in config.families:
-        print(f"  searching {family}: {config.search.num_samples} configurations on Ray Tune", flush=True)
+        logger.info("searching %s: %d configurations on Ray Tune", family, config.search.num_samples)
         base = config.train.model_copy(update={"family": family})
         searches[family] = search_family(
             data, base, config.search, config.scaling, run_dir / "tune", f"{family}-search", config.cost_bps
         )
-        print(
-            f"  {family}: best validation Rank IC {searches[family].best.val_rank_ic:.4f}, "
-            f"deflated Sharpe {searches[family].deflated_sharpe:.2f}",
-            flush=True,
+        logger.info(
+            "%s: best validation Rank IC %.4f, deflated Sharpe %.2f",
+            family,
+            searches[family].best.val_rank_ic,
+            searches[family].deflated_sharpe,
         )
 
     splits = _split_indices(panel, splitter, max((*config.search.window, config.train.window)))
@@ -90,43 +96,42 @@ def run_forecasters(
     pd.concat(frames, ignore_index=True).to_parquet(partial, index=False)
     partial.replace(forecasts_path)
 
+    calendar = Calendar.of(store, splitter)
     registered = {
-        f"{family}-forecaster": _register(registry, store, data, outcome, metrics[metrics.model == family])
+        forecaster_name(family): _register(registry, panel, calendar, data, outcome, metrics[metrics.model == family])
         for family, outcome in searches.items()
     }
     return ForecastStage(metrics, searches, registered, forecasts_path)
 
 
 def _register(
-    registry: ModelRegistry, store: FeatureStore, data: TrainingData, outcome: SearchOutcome, metrics: pd.DataFrame
+    registry: ModelRegistry,
+    panel: Panel,
+    calendar: Calendar,
+    data: TrainingData,
+    outcome: SearchOutcome,
+    metrics: pd.DataFrame,
 ) -> tuple[str, str]:
-    """Register the search's chosen model; production if the model has none yet, else staging."""
-    name = f"{outcome.family}-forecaster"
-    config = outcome.best_config
+    """Register the search's chosen model (stage auto: production if the model has none yet, else staging)."""
+    card = ForecasterCard(
+        train=outcome.best_config,
+        feature_names=data.feature_names,
+        horizons=data.horizons,
+        normalizer=NormalizerParams.of(data.normalizer),
+        symbols=tuple(panel.symbols.tolist()),
+        calendar=calendar,
+    )
     version = registry.register(
-        name,
-        outcome.model.state_dict(),
-        {
-            "family": config.family,
-            "train": config.model_dump(),
-            "model": config.model_kwargs(data.scaled.shape[-1], len(data.horizons)),
-            "normalizer": data.normalizer.to_dict(),
-            "feature_names": list(data.feature_names),
-            "horizons": list(data.horizons),
-            "graph": {"k": config.graph_k, "lookback": config.graph_lookback, "sector_k": config.graph_sector_k},
-        },
-        {
+        card,
+        {WEIGHTS: outcome.model.state_dict()},
+        metrics={
             "validation_rank_ic_search": outcome.best.val_rank_ic,
             "configurations_tried": len(outcome.trials),
             "deflated_sharpe": outcome.deflated_sharpe,
             "by_split_and_horizon": metrics.drop(columns="model").to_dict("records"),
         },
-        feature_manifest_sha256=sha256_file(store.path / MANIFEST),
-        data_range=(store.manifest["date_range"][0], store.manifest["date_range"][1]),
     )
-    stage = "production" if registry.stage_version(name, "production") is None else "staging"
-    registry.promote(name, version.version, stage)
-    return version.version, stage
+    return version.version, registry.stage_of(version)
 
 
 def beats_baselines(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:

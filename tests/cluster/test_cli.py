@@ -156,7 +156,7 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     rl_report = (run_dir / "rl" / "report.md").read_text()
     assert "ensemble forecast per horizon" in rl_report and "| ppo " in rl_report
     stored = ModelRegistry(tmp_path / "registry").get("ppo-allocator", "v0002")
-    assert stored.config["feature_names"][-2:] == ["forecast_5d", "forecast_20d"]
+    assert stored.card.feature_names[-2:] == ("forecast_5d", "forecast_20d")
     assert ModelRegistry(tmp_path / "registry").stage_version("ppo-allocator", "staging") == "v0002"
     capsys.readouterr()
     assert main(["data", "show", "--config", str(tiny_run_config(tmp_path))]) == 0

@@ -153,10 +153,7 @@ def test_tampered_artifacts_are_refused_while_serving_goes_on(two_replicas, tmp_
     registry = ModelRegistry(settings.registry)
     v1 = registry.get("lstm-forecaster", stage="production")
     state = {k: v + 0.01 if v.is_floating_point() else v for k, v in registry.load_weights(v1).items()}
-    v2 = registry.register("lstm-forecaster", state, v1.config, v1.metrics,
-                           feature_manifest_sha256=v1.manifest["feature_manifest_sha256"],
-                           data_range=tuple(v1.manifest["data_range"]))  # fmt: skip
-    registry.promote("lstm-forecaster", v2.version)
+    v2 = registry.register(v1.card, {WEIGHTS: state}, metrics=v1.metrics, stage="production")
     weights, manifest = v2.path / WEIGHTS, v2.path / MANIFEST
     whole, whole_manifest = weights.read_bytes(), manifest.read_text()
     marker = tmp_path / "pickle-ran"

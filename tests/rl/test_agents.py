@@ -13,7 +13,8 @@ from rayfolio.rl.config import AgentsConfig, AlgorithmSearch, AllocationConfig
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.measures import sharpe
 from rayfolio.rl.search import draw_configurations, search_agents
-from rayfolio.rl.stage import load_agents, register_agent
+from rayfolio.rl.stage import best_allocator, load_agents, register_agent
+from rayfolio.training.cards import Calendar
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 from tests.rl.conftest import SMALL_ENV
@@ -66,8 +67,9 @@ def test_search_trains_every_trial_and_keeps_the_best_validation_checkpoint(sear
 def test_registered_agents_reload_verified_and_act_identically(searches, small_store, small_splitter, store_market,
                                                                tmp_path):  # fmt: skip
     registry = ModelRegistry(tmp_path / "registry")
+    calendar = Calendar.of(small_store, small_splitter)
     for outcome in searches.values():
-        assert register_agent(registry, small_store, store_market, SMALL_ENV, outcome) == ("v0001", "production")
+        assert register_agent(registry, calendar, store_market, SMALL_ENV, outcome) == ("v0001", "production")
     config = AllocationConfig(env=SMALL_ENV, agents=AgentsConfig(**TINY))
     panel = Panel.from_store(small_store)
     agents, notes = load_agents(registry, panel, small_splitter, config)
@@ -85,8 +87,10 @@ def test_registered_agents_reload_verified_and_act_identically(searches, small_s
         for one, many in zip([agent.decide(*d) for d in zip(ts, currents, strict=True)],
                              agent.decide_many(ts, currents), strict=True):  # fmt: skip
             np.testing.assert_allclose(one, many, atol=1e-6)
-    stored = json.loads((registry.root / "ppo-allocator" / "v0001" / "config.json").read_text())
+    stored = json.loads((registry.root / "ppo-allocator" / "v0001" / "card.json").read_text())
     assert stored["symbols"] == store_market.symbols.tolist() and stored["algorithm"] == "ppo"
+    assert stored["kind"] == "allocator" and stored["env"] == SMALL_ENV.model_dump(mode="json")
+    assert best_allocator(registry) == f"{max(searches.values(), key=lambda o: o.val_sharpe).algorithm}-allocator"
 
     # One flipped byte in the weights: refused, naming the file, before anything is loaded.
     weights_file = registry.root / "sac-allocator" / "v0001" / "weights.pt"
@@ -102,8 +106,8 @@ def test_registered_agents_reload_verified_and_act_identically(searches, small_s
         load_agents(registry, panel, small_splitter, other)
 
 
-def test_weights_file_holds_tensors_only(searches, small_store, store_market, tmp_path):
+def test_weights_file_holds_tensors_only(searches, small_store, small_splitter, store_market, tmp_path):
     registry = ModelRegistry(tmp_path / "registry")
-    register_agent(registry, small_store, store_market, SMALL_ENV, searches["ppo"])
+    register_agent(registry, Calendar.of(small_store, small_splitter), store_market, SMALL_ENV, searches["ppo"])
     state = torch.load(registry.root / "ppo-allocator" / "v0001" / "weights.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())

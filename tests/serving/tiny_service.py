@@ -17,10 +17,11 @@ from rayfolio.rl.agents import rebuild_policy
 from rayfolio.rl.market import MarketData
 from rayfolio.serving.app import ServeSettings, build_app
 from rayfolio.serving.audit import sqlite_url
+from rayfolio.training.cards import AllocatorCard, Calendar, ForecasterCard, NormalizerParams, PolicyKwargs
 from rayfolio.training.config import TrainConfig
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
-from rayfolio.training.registry import ModelRegistry
+from rayfolio.training.registry import WEIGHTS, ModelRegistry
 from tests.serving.conftest import ENV, SPLITS
 
 USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
@@ -34,22 +35,21 @@ def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
     model = build_model("lstm", config.model_kwargs(len(panel.feature_names), len(panel.horizons)))
     normalizer = Normalizer.fit(panel.features[:400])
     metrics = {"by_split_and_horizon": [{"split": "validation", "horizon": h, "rank_ic": 0.02} for h in panel.horizons]}
-    stored = {"family": "lstm", "train": config.model_dump(), "normalizer": normalizer.to_dict(),
-              "model": config.model_kwargs(len(panel.feature_names), len(panel.horizons)),
-              "feature_names": list(panel.feature_names), "horizons": list(panel.horizons),
-              "graph": {"k": 2, "lookback": 20, "sector_k": 0}}  # fmt: skip
-    common = {"feature_manifest_sha256": "0" * 64, "data_range": ("2000-01-03", "2002-09-06")}
-    v = registry.register("lstm-forecaster", model.state_dict(), stored, metrics, **common)
-    registry.promote("lstm-forecaster", v.version)
-    market = MarketData.from_panel(panel, PurgedDateSplitter(SPLITS, purge=60), ENV)
+    splitter = PurgedDateSplitter(SPLITS, purge=60)
+    calendar = Calendar.of(store, splitter)
+    card = ForecasterCard(train=config.model_copy(update={"graph_k": 2, "graph_lookback": 20, "graph_sector_k": 0}),
+                          feature_names=panel.feature_names, horizons=panel.horizons,
+                          normalizer=NormalizerParams.of(normalizer), symbols=tuple(panel.symbols.tolist()),
+                          calendar=calendar)  # fmt: skip
+    registry.register(card, {WEIGHTS: model.state_dict()}, metrics=metrics)
+    market = MarketData.from_panel(panel, splitter, ENV)
     extractor = {"window": ENV.window, "n_assets": market.n_assets, "n_features": len(ENV.features), "embedding": 4}
     kwargs = {"net_arch": [16], "features_extractor_kwargs": extractor}
     policy = rebuild_policy("ppo", market, ENV, kwargs)
-    agent = {"algorithm": "ppo", "policy_kwargs": kwargs, "env": ENV.model_dump(mode="json"),
-             "symbols": market.symbols.tolist(), "feature_names": list(market.feature_names),
-             "normalizer": market.normalizer.to_dict(), "params": {}}  # fmt: skip
-    v = registry.register("ppo-allocator", policy.state_dict(), agent, {"validation_sharpe": 0.5}, **common)
-    registry.promote("ppo-allocator", v.version)
+    agent = AllocatorCard(algorithm="ppo", policy_kwargs=PolicyKwargs.model_validate(kwargs, strict=False), env=ENV,
+                          symbols=tuple(market.symbols.tolist()), feature_names=market.feature_names,
+                          normalizer=NormalizerParams.of(market.normalizer), params={}, calendar=calendar)  # fmt: skip
+    registry.register(agent, {WEIGHTS: policy.state_dict()}, metrics={"validation_sharpe": 0.5})
 
 
 def free_port() -> int:

@@ -13,11 +13,13 @@ from rayfolio.data.features import FEATURES
 from rayfolio.data.pipeline import build_features_local
 from rayfolio.data.sources import SyntheticSource
 from rayfolio.data.synthetic import SyntheticPanelConfig
+from rayfolio.training.cards import ForecasterCard, NormalizerParams
 from rayfolio.training.config import TrainConfig
 from rayfolio.training.ensemble import ForecastEnsemble, Forecaster, load_forecasters
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
-from rayfolio.training.registry import ModelRegistry, RegistryError
+from rayfolio.training.registry import WEIGHTS, ModelRegistry, RegistryError
+from tests.training.card_examples import CALENDAR
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +83,12 @@ def test_production_forecasters_load_from_the_registry_verified(panel, tmp_path)
     normalizer = Normalizer.fit(panel.features[:350])
     metrics = {"by_split_and_horizon": [{"split": "validation", "horizon": 5, "rank_ic": 0.04},
                                         {"split": "validation", "horizon": 20, "rank_ic": 0.01}]}  # fmt: skip
-    stored = {"family": "gat", "train": config.model_dump(), "model": config.model_kwargs(len(panel.feature_names), 2),
-              "normalizer": normalizer.to_dict(), "feature_names": list(panel.feature_names), "horizons": [5, 20],
-              "graph": {"k": 3, "lookback": 20, "sector_k": 0}}  # fmt: skip
-    version = registry.register("gat-forecaster", model.state_dict(), stored, metrics,
-                                feature_manifest_sha256="0" * 64, data_range=("2000-01-03", "2001-07-13"))  # fmt: skip
-    registry.promote("gat-forecaster", version.version)
+    graph = {"graph_k": 3, "graph_lookback": 20, "graph_sector_k": 0}
+    card = ForecasterCard(train=config.model_copy(update=graph), feature_names=panel.feature_names, horizons=(5, 20),
+                          normalizer=NormalizerParams.of(normalizer), symbols=tuple(panel.symbols.tolist()),
+                          calendar=CALENDAR)  # fmt: skip
+    version = registry.register(card, {WEIGHTS: model.state_dict()}, metrics=metrics)
+    assert registry.stage_of(version) == "production"
     loaded = load_forecasters(registry, panel)
     assert [(f.name, f.version) for f in loaded] == [("gat-forecaster", "v0001")]
     np.testing.assert_allclose(loaded[0].val_rank_ic, [0.04, 0.01])
@@ -95,6 +97,8 @@ def test_production_forecasters_load_from_the_registry_verified(panel, tmp_path)
         x = torch.from_numpy(loaded[0].scaled[291:301][None])
         direct = model(x, torch.from_numpy(loaded[0].neighbours[[300]])).numpy()[0]
     np.testing.assert_allclose(forecast.scores["gat-forecaster"], direct, rtol=1e-5)
+    assert loaded[0].neighbours.shape == (len(panel.dates), len(panel.symbols), 3)  # the card's graph k
+    assert [f.name for f in load_forecasters(registry, panel, ["gat-forecaster"])] == ["gat-forecaster"]
     (version.path / "weights.pt").write_bytes(b"not the model")
     with pytest.raises(RegistryError, match="sha256 does not match"):
         load_forecasters(registry, panel)

@@ -11,27 +11,24 @@ import torch
 from rayfolio.data.store import sha256_file
 from rayfolio.training.catalog import CATALOG
 from rayfolio.training.models import MODEL_FAMILIES, build_model
-from rayfolio.training.registry import ModelRegistry, RegistryError
+from rayfolio.training.registry import WEIGHTS, ModelRegistry, RegistryError
+from tests.training.card_examples import forecaster_card
 
 
-def register(registry: ModelRegistry, seed: int):
+def register(registry: ModelRegistry, seed: int, stage="auto"):
     torch.manual_seed(seed)
-    model = build_model("lstm", {"n_features": 4, "n_horizons": 2, "hidden": 8})
-    return model, registry.register(
-        "lstm-forecaster",
-        model.state_dict(),
-        {"family": "lstm", "model": {"n_features": 4, "n_horizons": 2, "hidden": 8}},
-        {"val_rank_ic": 0.01 * seed},
-        feature_manifest_sha256="abc",
-        data_range=("2000-01-03", "2002-09-30"),
-    )
+    card = forecaster_card()
+    model = build_model("lstm", card.model_kwargs())
+    return model, registry.register(card, {WEIGHTS: model.state_dict()}, metrics={"val_rank_ic": 0.01 * seed},
+                                    stage=stage)  # fmt: skip
 
 
 def test_round_trip_restores_identical_predictions(tmp_path):
     registry = ModelRegistry(tmp_path)
     model, version = register(registry, 1)
-    assert version.version == "v0001" and version.manifest["feature_manifest_sha256"] == "abc"
-    loaded = build_model("lstm", version.config["model"])
+    assert version.version == "v0001" and version.manifest["feature_manifest_sha256"] == "ab" * 32
+    assert version.manifest["data_range"] == ["2000-01-03", "2002-09-30"]
+    loaded = build_model("lstm", version.card.model_kwargs())
     loaded.load_state_dict(registry.load_weights(registry.get("lstm-forecaster", "v0001")))
     x = torch.randn(2, 5, 3, 4)
     torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
@@ -72,7 +69,7 @@ def test_weights_only_refuses_pickled_code(tmp_path):
 def test_promote_and_rollback_move_the_stage_pointer(tmp_path):
     registry = ModelRegistry(tmp_path)
     for seed in (1, 2, 3):
-        register(registry, seed)
+        register(registry, seed, stage=None)
     assert registry.versions("lstm-forecaster") == ["v0001", "v0002", "v0003"]
     with pytest.raises(RegistryError, match="no production version"):
         registry.get("lstm-forecaster")
@@ -101,7 +98,7 @@ def _register_until_killed(root: str, ready) -> None:
     registry = ModelRegistry(root)
     state = {"w": torch.randn(512, 1024)}  # 2 MiB: each save takes a moment to be caught in
     while True:
-        registry.register("m", state, {"k": 1}, {"m": 1}, feature_manifest_sha256="0" * 64, data_range=("a", "b"))
+        registry.register(forecaster_card(), {WEIGHTS: state}, metrics={"m": 1})
         ready.set()
 
 
@@ -124,8 +121,10 @@ def test_a_kill_while_saving_leaves_no_partial_version(tmp_path):
         os.kill(writer.pid, signal.SIGKILL)
         writer.join()
         registry = ModelRegistry(tmp_path)
-        for version in registry.versions("m"):
-            assert registry.load_weights(registry.get("m", version))["w"].shape == (512, 1024)
-    leftovers = list((tmp_path / "m").glob(".staging-*"))
-    print(f"\n{len(ModelRegistry(tmp_path).versions('m'))} complete versions; {len(leftovers)} half-written, unlisted")
-    assert len(ModelRegistry(tmp_path).versions("m")) >= 3
+        for version in registry.versions("lstm-forecaster"):
+            assert registry.load_weights(registry.get("lstm-forecaster", version))["w"].shape == (512, 1024)
+        registry.get("lstm-forecaster", stage="production")  # the stage pointer is never half-written either
+    complete = ModelRegistry(tmp_path).versions("lstm-forecaster")
+    leftovers = list((tmp_path / "lstm-forecaster").glob(".staging-*"))
+    print(f"\n{len(complete)} complete versions; {len(leftovers)} half-written, unlisted")
+    assert len(complete) >= 3
