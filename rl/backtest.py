@@ -17,10 +17,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from rayfolio.data.conventions import CASH
 from rayfolio.rl.env import rebalance
 from rayfolio.rl.market import MarketData
-
-CASH = "CASH"
 
 
 class Allocator(Protocol):

@@ -1,6 +1,6 @@
 """Performance and risk measures of daily net returns (DESIGN.md's definitions).
 
-Sharpe = mean / std of daily net returns x sqrt(252), no risk-free rate;
+Sharpe = mean / std of daily net returns x sqrt(TRADING_DAYS_PER_YEAR), no risk-free rate;
 returns compound; drawdowns are of the compounded value; VaR and CVaR are
 historical, of daily returns, at 95%, as positive losses.
 """
@@ -11,24 +11,24 @@ import math
 
 import numpy as np
 
-PERIODS = 252
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 
 
 def annual_return(returns: np.ndarray) -> float:
     """Compound annual growth rate."""
     growth = float(np.prod(1.0 + returns))
-    return growth ** (PERIODS / len(returns)) - 1.0 if growth > 0 else -1.0
+    return growth ** (TRADING_DAYS_PER_YEAR / len(returns)) - 1.0 if growth > 0 else -1.0
 
 
 def sharpe(returns: np.ndarray) -> float:
     sd = returns.std(ddof=1)
-    return float(returns.mean() / sd * math.sqrt(PERIODS)) if sd > 0 else float("nan")
+    return float(returns.mean() / sd * math.sqrt(TRADING_DAYS_PER_YEAR)) if sd > 0 else float("nan")
 
 
 def sortino(returns: np.ndarray) -> float:
     """Mean over the downside deviation below 0 (sample, n-1), annualised."""
     downside = math.sqrt(float(np.sum(np.minimum(returns, 0.0) ** 2)) / (len(returns) - 1))
-    return float(returns.mean() / downside * math.sqrt(PERIODS)) if downside > 0 else float("nan")
+    return float(returns.mean() / downside * math.sqrt(TRADING_DAYS_PER_YEAR)) if downside > 0 else float("nan")
 
 
 def max_drawdown(returns: np.ndarray) -> float:
@@ -77,7 +77,7 @@ def bootstrap_sharpe_interval(
     resampled = returns[index]
     sd = resampled.std(axis=1, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratios = resampled.mean(axis=1) / sd * math.sqrt(PERIODS)
+        ratios = resampled.mean(axis=1) / sd * math.sqrt(TRADING_DAYS_PER_YEAR)
     ratios = ratios[np.isfinite(ratios)]
     alpha = (1.0 - level) / 2
     return float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
@@ -94,13 +94,13 @@ def performance(
     seed: int = 0,
 ) -> dict[str, float]:
     """Every metric of the backtest table for one strategy's daily net returns."""
-    years = len(returns) / PERIODS
+    years = len(returns) / TRADING_DAYS_PER_YEAR
     ann = annual_return(returns)
     mdd = max_drawdown(returns)
     low, high = bootstrap_sharpe_interval(returns, bootstrap_samples, bootstrap_block, seed)
     return {
         "annual_return": ann,
-        "volatility": float(returns.std(ddof=1) * math.sqrt(PERIODS)),
+        "volatility": float(returns.std(ddof=1) * math.sqrt(TRADING_DAYS_PER_YEAR)),
         "sharpe": sharpe(returns),
         "sharpe_ci_low": low,
         "sharpe_ci_high": high,

@@ -24,10 +24,11 @@ from ray.tune.search import BasicVariantGenerator
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 from rayfolio.rl.agents import build_agent, evaluate_agent, policy_kwargs, rebuild_policy
 from rayfolio.rl.config import Algorithm, AlgorithmSearch, EnvConfig
 from rayfolio.rl.market import MarketData
-from rayfolio.rl.measures import sharpe
+from rayfolio.rl.measures import annual_return, sharpe
 from rayfolio.training.metrics import deflated_sharpe
 
 POLICY_FILE, META_FILE = "policy.pt", "meta.json"
@@ -94,7 +95,7 @@ class ValidationReport(BaseCallback):
         returns = run.returns.to_numpy()
         metrics = {
             "val_sharpe": sharpe(returns),
-            "val_annual_return": float(np.prod(1 + returns) ** (252 / len(returns)) - 1),
+            "val_annual_return": annual_return(returns),
             "val_turnover_per_rebalance": float(run.turnover.mean()),
             "timesteps": int(self.num_timesteps),
             "steps_per_s": (self.num_timesteps - self.first_step) / max(began - self.started - self.evaluating_s, 1e-9),
@@ -199,7 +200,7 @@ def search_agents(
         policy.load_state_dict(torch.load(Path(directory) / POLICY_FILE, weights_only=True))
         params = json.loads((Path(directory) / META_FILE).read_text())["params"]
     chosen = evaluate_agent(algorithm, policy, market, env, market.splits["validation"]).returns.to_numpy()
-    per_day = np.array([s for s, _, _ in candidates]) / math.sqrt(252)
+    per_day = np.array([s for s, _, _ in candidates]) / math.sqrt(TRADING_DAYS_PER_YEAR)
     return AgentSearchOutcome(
         algorithm,
         params,

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-TRADING_DAYS = 252
+from rayfolio.data.conventions import DEFAULT_COST_BPS, TRADING_DAYS_PER_YEAR
+
 EULER_GAMMA = 0.5772156649015329
 
 
@@ -85,7 +86,7 @@ def long_short_weights(signal: np.ndarray, fraction: float = 0.2) -> np.ndarray:
 
 
 def long_short_returns(
-    signal: np.ndarray, next_returns: np.ndarray, cost_bps: float = 10.0, fraction: float = 0.2
+    signal: np.ndarray, next_returns: np.ndarray, cost_bps: float = DEFAULT_COST_BPS, fraction: float = 0.2
 ) -> np.ndarray:
     """Net daily returns of the long-short portfolio formed on ``signal``.
 
@@ -99,7 +100,7 @@ def long_short_returns(
     return gross - cost_bps / 1e4 * turnover
 
 
-def sharpe(returns: np.ndarray, periods: int = TRADING_DAYS) -> float:
+def sharpe(returns: np.ndarray, periods: int = TRADING_DAYS_PER_YEAR) -> float:
     """Annualised Sharpe ratio: mean / std (ddof=1) of periodic returns x sqrt(periods)."""
     r = np.asarray(returns, dtype=float)
     r = r[np.isfinite(r)]
@@ -161,7 +162,7 @@ def _ir(series: np.ndarray) -> float:
 
 
 def evaluate_forecast(
-    pred: np.ndarray, label: np.ndarray, next_returns: np.ndarray, cost_bps: float = 10.0
+    pred: np.ndarray, label: np.ndarray, next_returns: np.ndarray, cost_bps: float = DEFAULT_COST_BPS
 ) -> ForecastMetrics:
     """All forecast metrics for one model and horizon over one period."""
     ic, ric = daily_ic(pred, label), daily_rank_ic(pred, label)

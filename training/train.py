@@ -11,6 +11,7 @@ object store and every worker maps it zero-copy.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from rayfolio.training.config import ScalingOptions, TrainConfig
 from rayfolio.training.metrics import daily_rank_ic
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel, sample_dates, standardize_cross_section, windows
+
+logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -146,7 +149,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, stale = state["epoch"] + 1, state["best"], state["stale"]
-        print(f"resuming {config.family} from {checkpoint.path} at epoch {start_epoch}", flush=True)
+        logger.warning("resuming %s from %s at epoch %d", config.family, checkpoint.path, start_epoch)
     model = ray.train.torch.prepare_model(model)  # DDP when there is more than one worker
     core = model.module if hasattr(model, "module") else model
     use_bf16 = device.type == "cuda"

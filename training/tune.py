@@ -22,6 +22,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
+from rayfolio.data.conventions import DEFAULT_COST_BPS
 from rayfolio.training.config import ScalingOptions, TrainConfig
 from rayfolio.training.metrics import deflated_sharpe, long_short_returns
 from rayfolio.training.train import (
@@ -101,7 +102,7 @@ def search_family(
     scaling: ScalingOptions,
     storage: Path,
     name: str,
-    cost_bps: float = 10.0,
+    cost_bps: float = DEFAULT_COST_BPS,
 ) -> SearchOutcome:
     """Random search with ASHA over one family; returns the best model and the DSR."""
     data_ref, train_idx = ray.put(data), data.train_idx  # the closure must not capture `data` itself

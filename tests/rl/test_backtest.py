@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import skfolio.measures as sk
 
+from rayfolio.data.conventions import CASH
 from rayfolio.rl import measures
 from rayfolio.rl.agents import AgentAllocator
-from rayfolio.rl.backtest import CASH, rebalance_dates, run_backtest, simulate
+from rayfolio.rl.backtest import rebalance_dates, run_backtest, simulate
 from rayfolio.rl.baselines import (
     BuyAndHold,
     EqualWeight,
