@@ -25,6 +25,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.policies import BasePolicy
 
 from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
+from rayfolio.data.verbosity import tune_verbosity
 from rayfolio.rl.agents import build_agent, evaluate_agent, policy_kwargs, rebuild_policy
 from rayfolio.rl.config import Algorithm, AlgorithmSearch, EnvConfig
 from rayfolio.rl.market import MarketData
@@ -175,7 +176,7 @@ def search_agents(
             storage_path=str(storage.resolve()),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             failure_config=tune.FailureConfig(max_failures=1),
-            verbose=1,  # status tables, not every result
+            verbose=tune_verbosity(),  # status tables with --verbose
         ),
     )
     results = tuner.fit()

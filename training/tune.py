@@ -23,6 +23,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from rayfolio.data.conventions import DEFAULT_COST_BPS
+from rayfolio.data.verbosity import tune_verbosity
 from rayfolio.training.config import ScalingOptions, TrainConfig
 from rayfolio.training.metrics import deflated_sharpe, long_short_returns
 from rayfolio.training.train import (
@@ -134,7 +135,7 @@ def search_family(
             ),
             num_samples=search.num_samples,
         ),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=1),  # status tables, not every result
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=tune_verbosity()),
     )
     results = tuner.fit()
     trials, returns_by_trial = [], {}
