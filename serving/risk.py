@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-PERIODS = 252
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 
 
 class HouseLimits(BaseModel):
@@ -71,7 +71,7 @@ class Check:
 
 def portfolio_vol(weights: np.ndarray, covariance: np.ndarray) -> float:
     """Annualised volatility of risky weights (N,) under a daily covariance."""
-    return math.sqrt(max(float(weights @ covariance @ weights), 0.0) * PERIODS)
+    return math.sqrt(max(float(weights @ covariance @ weights), 0.0) * TRADING_DAYS_PER_YEAR)
 
 
 def apply_risk_filters(

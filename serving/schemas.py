@@ -1,31 +1,69 @@
-"""Request and response models of the HTTP API (DESIGN.md), with examples
-for the OpenAPI document. Validation that needs no model or market data lives
-here; unknown symbols and dates are checked against the loaded market."""
+"""Request and response models of the HTTP API (DESIGN.md), with examples for the OpenAPI
+document. Validation that needs no model or market data lives here; unknown symbols and dates
+are checked against the loaded market.
+
+Requests are strict (no bool or string coerced to a number) and every rule enforced here is
+declared in the JSON schema too (enums, bounds, ``propertyNames``, ``anyOf``), so the OpenAPI
+document says exactly what the API accepts.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-CASH = "CASH"
+from rayfolio.data.conventions import CASH
+
 MAX_SYMBOLS = 500
+HORIZONS = (5, 20, 60)
+Horizon = Literal[5, 20, 60]
+
+
+def _iso_text(value: object) -> object:
+    """A date travels as ISO text (never a number of seconds)."""
+    if isinstance(value, str | dt.date):
+        return value
+    raise ValueError("a date must be ISO text, YYYY-MM-DD")
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_text), Field(strict=False)]
+Symbol = Annotated[str, Field(min_length=1, max_length=32)]
+
+# The portfolio's rules as JSON schema (enforced by ``_weights`` below, with messages that name them).
+PORTFOLIO_SCHEMA = {
+    "propertyNames": {"minLength": 1, "maxLength": 32},
+    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+}
 
 
 class RiskProfileIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     risk_tolerance: float = Field(0.5, ge=0.0, le=1.0, description="0 cautious .. 1 aggressive")
     max_position: float = Field(0.25, gt=0.0, le=1.0, description="largest weight of any one asset")
-    exclude: list[str] = Field(default_factory=list, max_length=MAX_SYMBOLS, description="symbols never to hold")
-    horizon_days: Literal[5, 20, 60] = Field(20, description="forecast horizon, trading days")
+    exclude: list[Symbol] = Field(default_factory=list, max_length=MAX_SYMBOLS, description="symbols never to hold")
+    horizon_days: Horizon = Field(20, description="forecast horizon, trading days")
+
+
+def _check_weights(portfolio: dict[str, float]) -> dict[str, float]:
+    for symbol, weight in portfolio.items():
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight of {symbol!r} must be a finite number >= 0, got {weight}")
+        if not symbol or len(symbol) > 32:
+            raise ValueError(f"symbol {symbol[:40]!r} must be 1 to 32 characters")
+    total = sum(portfolio.values())
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"weights sum to {total:.6g}; they must sum to at most 1 (the rest is cash)")
+    return portfolio
 
 
 class RecommendationRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -39,41 +77,43 @@ class RecommendationRequest(BaseModel):
     )  # fmt: skip
 
     portfolio: dict[str, float] = Field(
-        default_factory=dict, max_length=MAX_SYMBOLS, description="current weights; the rest is cash"
+        default_factory=dict,
+        max_length=MAX_SYMBOLS,
+        description="current weights (each 0..1, summing to at most 1); the rest is cash",
+        json_schema_extra=PORTFOLIO_SCHEMA,
     )
     risk_profile: RiskProfileIn = Field(default_factory=RiskProfileIn)
-    as_of: dt.date | None = Field(None, description="market date; default: the latest the models know")
+    as_of: IsoDate | None = Field(None, description="market date; default: the latest the models know")
 
     @field_validator("portfolio")
     @classmethod
     def _weights(cls, portfolio: dict[str, float]) -> dict[str, float]:
-        for symbol, weight in portfolio.items():
-            if not math.isfinite(weight) or weight < 0:
-                raise ValueError(f"weight of {symbol!r} must be a finite number >= 0, got {weight}")
-            if not symbol or len(symbol) > 32:
-                raise ValueError(f"symbol {symbol[:40]!r} must be 1 to 32 characters")
-        total = sum(portfolio.values())
-        if total > 1.0 + 1e-9:
-            raise ValueError(f"weights sum to {total:.6g}; they must sum to at most 1 (the rest is cash)")
-        return portfolio
+        return _check_weights(portfolio)
 
 
 class ExplanationRequest(BaseModel):
-    """Either a recommendation's ``request_id`` or a full recommendation body."""
+    """Either a recommendation's ``request_id`` or a recommendation body (at least one of
+    ``portfolio`` and ``risk_profile``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"anyOf": [{"required": ["request_id"]}, {"required": ["portfolio"]},
+                                     {"required": ["risk_profile"]}]},
+    )  # fmt: skip
 
-    request_id: str | None = Field(None, max_length=64)
-    portfolio: dict[str, float] | None = None
-    risk_profile: RiskProfileIn | None = None
-    as_of: dt.date | None = None
+    # Not nullable: a field given must hold a value (the schema's anyOf counts given fields).
+    request_id: str = Field(None, min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")  # type: ignore[assignment]
+    portfolio: dict[str, float] = Field(None, max_length=MAX_SYMBOLS, json_schema_extra=PORTFOLIO_SCHEMA)  # type: ignore[assignment]
+    risk_profile: RiskProfileIn = None  # type: ignore[assignment]
+    as_of: IsoDate = None  # type: ignore[assignment]
 
     @model_validator(mode="after")
     def _one_of(self) -> ExplanationRequest:
         if self.request_id is None and self.portfolio is None and self.risk_profile is None:
             raise ValueError("give a request_id or a recommendation body (portfolio, risk_profile, as_of)")
         if self.portfolio is not None:
-            RecommendationRequest._weights(self.portfolio)
+            _check_weights(self.portfolio)
         return self
 
 

@@ -1,22 +1,41 @@
-"""``rayfolio serve``: the recommendation service (Ray Serve) on 127.0.0.1."""
+"""``rayfolio serve``: the recommendation service (Ray Serve) on 127.0.0.1.
+
+It reads the same Serve config YAML as ``serve deploy`` (cluster/serve_config.yaml, shipped
+with rayfolio.cluster, unless ``--serve-config``): replicas, admission and rate limits, house
+limits, placement, host and port. Where the models are (store, registry, audit log, split
+dates, allocator) comes from the run (``--config``, else the built-in quickstart; the registry
+also from RAYFOLIO_REGISTRY), or from the serve config's own args when ``--serve-config`` is
+given without ``--config``. ``--store``, ``--registry``, ``--audit``, ``--allocator``,
+``--host`` and ``--port`` override all of these.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 from rayfolio.cluster.commands.common import config_and_address, registry_option
 
+logger = logging.getLogger(__name__)
+
+
+def default_serve_config() -> Path:
+    """cluster/serve_config.yaml: package data of rayfolio.cluster, found after any install."""
+    return Path(__file__).resolve().parents[1] / "serve_config.yaml"
+
 
 def register(commands) -> None:
     serve_cmd = config_and_address(commands.add_parser("serve", help="the recommendation service (Ray Serve) on "
                                                                      "127.0.0.1:8000"))  # fmt: skip
+    serve_cmd.add_argument("--serve-config", type=Path, help="Serve config YAML, the one `serve deploy` takes "
+                           "(default: cluster/serve_config.yaml)")  # fmt: skip
     serve_cmd.add_argument("--store", type=Path, help="feature store (default: runs/<name>/features)")
     registry_option(serve_cmd)
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--host", help="bind address (default: the serve config's, 127.0.0.1: this machine only)")
+    serve_cmd.add_argument("--port", type=int, help="port (default: the serve config's, 8000)")
     serve_cmd.add_argument("--audit", help="audit log SQLAlchemy URL (default: SQLite file runs/<name>/audit.db)")
     serve_cmd.add_argument("--allocator", help="registered allocator (default: the production one with the best "
                            "validation Sharpe)")  # fmt: skip
@@ -28,6 +47,31 @@ def register(commands) -> None:
     serve_cmd.set_defaults(func=_serve)
 
 
+def serve_settings(args: argparse.Namespace):
+    """The settings ``rayfolio serve`` runs with: the serve config's, the run's locations and
+    split dates, then the flags. Returns (settings, host, port)."""
+    from rayfolio.cluster.config import ConfigError, load_config
+    from rayfolio.rl.stage import best_allocator
+    from rayfolio.serving.audit import sqlite_url
+    from rayfolio.serving.settings import SettingsError, read_serve_config, settings_from_args
+    from rayfolio.training.registry import ModelRegistry
+
+    config = load_config(args.config)
+    try:
+        serve_config = read_serve_config(args.serve_config or default_serve_config())
+        if args.serve_config is not None and args.config is None:  # a deployment's own file: its locations
+            run = {"store": args.store, "registry": args.registry, "audit_url": args.audit, "allocator": args.allocator}
+        else:  # the run's artifacts, served the way the serve config says
+            registry = ModelRegistry(config.registry_root(args.registry))
+            run = {"store": config.store_dir(args.store), "registry": registry.root.resolve(), "splits": config.splits,
+                   "audit_url": args.audit or sqlite_url(config.run_dir / "audit.db"),
+                   "allocator": args.allocator or best_allocator(registry)}  # fmt: skip
+        settings = settings_from_args(serve_config.settings, **run, insecure_dev=bool(args.insecure_dev))
+    except SettingsError as err:
+        raise ConfigError(str(err)) from None
+    return settings, args.host or serve_config.host, args.port or serve_config.port
+
+
 def _serve(args: argparse.Namespace) -> None:
     import signal
     import time
@@ -36,42 +80,32 @@ def _serve(args: argparse.Namespace) -> None:
 
     from rayfolio.cluster.config import ConfigError, load_config
     from rayfolio.cluster.runtime import ray_connection
-    from rayfolio.rl.stage import best_allocator
-    from rayfolio.serving.app import ServeSettings, build_app
-    from rayfolio.serving.audit import sqlite_url
     from rayfolio.serving.auth import load_api_keys
-    from rayfolio.training.registry import ModelRegistry
+    from rayfolio.serving.builder import build_app
 
-    config = load_config(args.config)
     keys = load_api_keys()
     if not keys and not args.insecure_dev:
         raise ConfigError(
             "no API keys: set RAYFOLIO_API_KEYS (comma-separated key or key:admin) or RAYFOLIO_API_KEYS_FILE, "
             "or pass --insecure-dev for local development"
         )
-    registry = ModelRegistry(config.registry_root(args.registry))
-    allocator = args.allocator or best_allocator(registry)
-    settings = ServeSettings(
-        store=config.store_dir(args.store),
-        registry=registry.root.resolve(),
-        splits=config.splits,
-        audit_url=args.audit or sqlite_url(config.run_dir / "audit.db"),
-        allocator=allocator,
-        insecure_dev=args.insecure_dev and not keys,
-    )
+    settings, host, port = serve_settings(args)
+    settings = settings.model_copy(update={"insecure_dev": args.insecure_dev and not keys})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops it as cleanly as Ctrl-C
     if args.haproxy:  # read when this process starts Ray; a cluster sets it when its nodes start
         os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-        print("HAProxy ingress: Serve's HTTP ports listen on every interface, not only 127.0.0.1", flush=True)
-    with ray_connection(config.ray, args.address):
-        serve.start(http_options={"host": args.host, "port": args.port})
+        logger.warning("HAProxy ingress: Serve's HTTP ports listen on every interface, not only 127.0.0.1")
+    with ray_connection(load_config(args.config).ray, args.address):
+        serve.start(http_options={"host": host, "port": port})
         serve.run(build_app(settings), name="rayfolio", route_prefix="/")
-        url = f"http://{args.host}:{args.port}"
+        url = f"http://{host}:{port}"
         auth = "" if settings.insecure_dev else ' -H "Authorization: Bearer $RAYFOLIO_KEY"'
-        print(f"\nrayfolio is serving at {url} (OpenAPI: {url}/docs); Ctrl-C stops it. Try:\n")
-        print(f"  curl -s {url}/v1/recommendations{auth} -H 'Content-Type: application/json' \\\n"
-              "    -d '{\"portfolio\": {}, \"risk_profile\": {\"risk_tolerance\": 0.5, \"horizon_days\": 20}}'\n",
-              flush=True)  # fmt: skip
+        logger.info(
+            "rayfolio is serving at %s (OpenAPI: %s/docs; capacity %d requests at once); Ctrl-C stops it. Try:\n\n"
+            "  curl -s %s/v1/recommendations%s -H 'Content-Type: application/json' \\\n"
+            "    -d '{\"portfolio\": {}, \"risk_profile\": {\"risk_tolerance\": 0.5, \"horizon_days\": 20}}'\n",
+            url, url, settings.capacity, url, auth,
+        )  # fmt: skip
         try:
             while True:
                 time.sleep(3600)

@@ -15,7 +15,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from rayfolio.cluster.config import load_config
-from rayfolio.serving.app import ServeSettings
+from rayfolio.serving.settings import settings_from_args
 
 REPO = Path(__file__).resolve().parents[2]
 # The shared KubeRay CRDs: KUBERAY_CRDS, else ../shared beside the checkout, else the workplace's.
@@ -102,9 +102,13 @@ def test_the_rayservice_serves_the_same_serve_config():
     served = yaml.safe_load(manifest("RayService")["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(served)
     local = yaml.safe_load((REPO / "cluster" / "serve_config.yaml").read_text())
+    # The run config (split dates) from the image's copy of the repository under /home/ray.
+    (args,) = [a["args"] for a in served["applications"]]
+    assert args["run_config"] == f"rayfolio/{local['applications'][0]['args']['run_config']}"
+    args["run_config"] = local["applications"][0]["args"]["run_config"]
     assert served["applications"] == local["applications"]
     assert served["http_options"] == {**local["http_options"], "host": "0.0.0.0"}  # the pod network
-    ServeSettings.model_validate(served["applications"][0]["args"])
+    settings_from_args(args, base=REPO)
 
 
 def test_ray_up_yaml_passes_rays_cluster_schema():

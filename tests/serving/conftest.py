@@ -3,32 +3,30 @@ needs, built in-process without Ray or a registry."""
 
 from __future__ import annotations
 
-import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 
+from bench.tiny_market import ENV, SPLITS
 from rayfolio.data.features import FEATURES
 from rayfolio.data.pipeline import build_features_local
 from rayfolio.data.sources import SyntheticSource
-from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
+from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.synthetic import SyntheticPanelConfig
 from rayfolio.rl.agents import AgentAllocator, rebuild_policy
-from rayfolio.rl.config import EnvConfig
 from rayfolio.rl.market import MarketData
 from rayfolio.serving.audit import AuditLog, sqlite_url
-from rayfolio.serving.engine import RecommendationEngine
+from rayfolio.serving.market import Market
+from rayfolio.serving.pipeline import LocalDecisions, LocalForecasts, RecommendationPipeline
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.training.config import TrainConfig
 from rayfolio.training.ensemble import ForecastEnsemble, Forecaster
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
 
-# 700 business days from 2000-01-03 end in September 2002.
-SPLITS = SplitConfig(train_end=dt.date(2001, 6, 30), validation_start=dt.date(2001, 7, 1),
-                     validation_end=dt.date(2001, 12, 31), test_start=dt.date(2002, 1, 1))  # fmt: skip
-ENV = EnvConfig(window=10, rebalance_every=5)
+__all__ = ["ENV", "SPLITS", "TinyModels", "make_engine", "make_panel"]
 
 
 def make_panel(last_day: int | None = None) -> Panel:
@@ -39,7 +37,27 @@ def make_panel(last_day: int | None = None) -> Panel:
     return Panel.from_frame(frame, tuple(f.name for f in FEATURES if f.name in frame.columns), (5, 20, 60))
 
 
-def make_engine(panel: Panel, audit_path, limits: HouseLimits | None = None) -> RecommendationEngine:
+@dataclass
+class TinyModels:
+    """Untrained tiny models over a panel, and the recommendation pipeline that serves them in-process."""
+
+    panel: Panel
+    ensemble: ForecastEnsemble
+    allocator: AgentAllocator
+    audit: AuditLog
+    pipeline: RecommendationPipeline
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return self.pipeline.market.symbols
+
+    def recommend(self, request, key: str, idempotency_key: str | None = None):
+        import asyncio
+
+        return asyncio.run(self.pipeline.recommend(request, key, idempotency_key))
+
+
+def make_engine(panel: Panel, audit_path, limits: HouseLimits | None = None) -> TinyModels:
     """Deterministic untrained models; normalisers fitted on the first 400 days (a fixed 'training split')."""
     splitter = PurgedDateSplitter(SPLITS, purge=60)
     forecasters = []
@@ -52,16 +70,19 @@ def make_engine(panel: Panel, audit_path, limits: HouseLimits | None = None) -> 
         forecasters.append(Forecaster(f"{family}-forecaster", "v0001", model, 10, scaled, graph, panel.horizons,
                                       np.array(ic)))  # fmt: skip
     normalizer = Normalizer.fit(panel.features[:400][..., [panel.feature_names.index(f) for f in ENV.features]])
-    market = MarketData.from_panel(panel, splitter, ENV, normalizer)
+    market_data = MarketData.from_panel(panel, splitter, ENV, normalizer)
     torch.manual_seed(0)
-    extractor = {"window": 10, "n_assets": market.n_assets, "n_features": len(ENV.features), "embedding": 4}
+    extractor = {"window": 10, "n_assets": market_data.n_assets, "n_features": len(ENV.features), "embedding": 4}
     kwargs = {"net_arch": [16], "features_extractor_kwargs": extractor}
-    policy = rebuild_policy("ppo", market, ENV, kwargs)
-    allocator = AgentAllocator("ppo", policy, market, ENV, (0, len(market.dates) - 1))
+    policy = rebuild_policy("ppo", market_data, ENV, kwargs)
+    allocator = AgentAllocator("ppo", policy, market_data, ENV, (0, len(market_data.dates) - 1))
     versions = {"lstm-forecaster": "v0001", "gat-forecaster": "v0001", "ppo-allocator": "v0001"}
     audit = AuditLog(sqlite_url(audit_path), secret=b"test")
     ensemble = ForecastEnsemble(forecasters, panel)
-    return RecommendationEngine(panel, ensemble, allocator, limits or HouseLimits(), audit, versions)
+    market = Market(panel, max(ensemble.min_history, allocator.env.window))
+    pipeline = RecommendationPipeline(market, LocalForecasts(ensemble), LocalDecisions(allocator, market,
+                                      limits or HouseLimits()), audit, versions)  # fmt: skip
+    return TinyModels(panel, ensemble, allocator, audit, pipeline)
 
 
 @pytest.fixture(scope="module")

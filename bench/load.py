@@ -1,6 +1,7 @@
-"""Load generators for the fault tests: a steady closed-loop client that retries once
-with an idempotency key (what a careful app does), and an open-loop client that
-offers a fixed request rate whatever the service answers (what a crowd does)."""
+"""Load generators for the serving benchmarks and the fault tests (tests import them from
+here; bench/ never imports tests/): a steady closed-loop client that retries once with an
+idempotency key (what a careful app does), an open-loop client that offers a fixed request
+rate whatever the service answers, and a crowd of clients that never back off."""
 
 from __future__ import annotations
 

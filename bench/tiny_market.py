@@ -1,29 +1,37 @@
 """A tiny served market: untrained models registered the way the main job registers
-them, a feature store of six synthetic assets, and the keys the tests use."""
+them, a feature store of six synthetic assets, and the keys the tests and the serving
+benchmarks use (tests import this from here; bench/ never imports tests/)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import torch
 
 from rayfolio.data.sources import SyntheticSource
-from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
 from rayfolio.data.store import FeatureStore, prepare_feature_store
 from rayfolio.data.synthetic import SyntheticPanelConfig
 from rayfolio.rl.agents import rebuild_policy
+from rayfolio.rl.config import EnvConfig
 from rayfolio.rl.market import MarketData
-from rayfolio.serving.app import ServeSettings, build_app
 from rayfolio.serving.audit import sqlite_url
+from rayfolio.serving.builder import build_app
+from rayfolio.serving.settings import ServeSettings
 from rayfolio.training.cards import AllocatorCard, Calendar, ForecasterCard, NormalizerParams, PolicyKwargs
 from rayfolio.training.config import TrainConfig
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry
-from tests.serving.conftest import ENV, SPLITS
 
+# 700 business days from 2000-01-03 end in September 2002.
+SPLITS = SplitConfig(train_end=dt.date(2001, 6, 30), validation_start=dt.date(2001, 7, 1),
+                     validation_end=dt.date(2001, 12, 31), test_start=dt.date(2002, 1, 1))  # fmt: skip
+ENV = EnvConfig(window=10, rebalance_every=5)
 USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
 BURSTY = "bursty-key-0123456789"  # spends its whole rate-limit burst in one test
 
@@ -80,3 +88,42 @@ def serve_tiny(settings: ServeSettings, keys: str = f"{USER},{OTHER},{BURSTY},{A
     serve.run(build_app(settings, {"RAYFOLIO_API_KEYS": keys, "RAYFOLIO_AUDIT_KEY": "audit-secret"}), name="rayfolio",
               route_prefix="/")  # fmt: skip
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+
+def in_process_service(settings: ServeSettings, keys: str = f"{USER},{OTHER},{BURSTY},{ADMIN}:admin"):
+    """The ingress's app without Serve: the same ``create_app`` and service, its deployments'
+    classes running in this process (``LocalHandle``). Returns the FastAPI app."""
+    from rayfolio.serving.api import create_app
+    from rayfolio.serving.auth import load_api_keys
+    from rayfolio.serving.deployments import Allocator, Ensemble, RiskFilter
+    from rayfolio.serving.explainer import Explainer
+    from rayfolio.serving.service import LocalHandle, RecommendationService
+
+    plain = settings.model_dump(mode="json")
+    handles = [LocalHandle(Ensemble(plain)), LocalHandle(Explainer(plain))]
+    if settings.placement == "deployments":
+        handles += [LocalHandle(Allocator(plain)), LocalHandle(RiskFilter(plain))]
+    service = RecommendationService(settings, *handles)
+    return create_app(settings, service, load_api_keys({"RAYFOLIO_API_KEYS": keys}))
+
+
+def serve_in_thread(app) -> tuple[str, Callable[[], None]]:
+    """``app`` under uvicorn on a free 127.0.0.1 port in a thread: its URL and a stop function."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    return f"http://127.0.0.1:{port}", stop

@@ -1,5 +1,5 @@
-"""A recommendation end to end, in-process: limits respected, audited, cached,
-point in time, and bad requests named."""
+"""The recommendation pipeline end to end, in-process: limits respected, audited, cached,
+point in time, bad requests named; offline batches and single requests agree."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from rayfolio.serving.engine import RequestError
+from rayfolio.data.conventions import CASH
+from rayfolio.serving.errors import RequestError
 from rayfolio.serving.risk import HouseLimits
-from rayfolio.serving.schemas import CASH, RecommendationRequest
+from rayfolio.serving.schemas import RecommendationRequest
 from tests.serving.conftest import make_engine, make_panel
 
 
@@ -21,6 +22,22 @@ def engine(panel, tmp_path_factory):
 
 def request(**body) -> RecommendationRequest:
     return RecommendationRequest.model_validate(body)
+
+
+def flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
+    return {prefix: value}
+
+
+def same_answer(a, b) -> bool:
+    """Equal but for the request id, numbers up to rounding (a batch's policy pass is one matmul)."""
+    x, y = (flat(r.model_dump(mode="json", exclude={"request_id"})) for r in (a, b))
+    return x.keys() == y.keys() and all(
+        x[k] == pytest.approx(y[k], rel=1e-9, abs=1e-12) if isinstance(x[k], float) else x[k] == y[k] for k in x
+    )
 
 
 def test_a_valid_request_respects_every_constraint_and_is_audited(engine):
@@ -53,7 +70,7 @@ def test_forecasts_are_computed_once_per_date(engine):
         engine.recommend(request(as_of="2002-04-16"), key="k2")
     finally:
         engine.ensemble.forecast_many = original
-    assert len(calls) == 2 and engine.forecasts.hits >= 2
+    assert len(calls) == 2 and engine.pipeline.forecasts.cache.hits >= 2
 
 
 def test_as_of_is_the_last_trading_date_on_or_before_it(engine):
@@ -88,3 +105,25 @@ def test_a_recommendation_uses_no_data_after_its_date(tmp_path):
     np.testing.assert_allclose([a.target_weights.get(s, 0) for s in b.target_weights],
                                list(b.target_weights.values()), atol=1e-6)  # fmt: skip
     np.testing.assert_allclose(list(a.expected_returns.values()), list(b.expected_returns.values()), rtol=1e-5)
+
+
+def test_an_offline_batch_answers_like_single_requests_and_names_the_bad_ones(engine):
+    bodies = [{"portfolio": {engine.symbols[0]: 0.3}, "as_of": "2002-05-01"},
+              {"portfolio": {"NOPE": 0.1}},
+              {"risk_profile": {"risk_tolerance": 0.9, "horizon_days": 60}, "as_of": "2002-05-02"}]  # fmt: skip
+    before = engine.audit.count()
+    batch = engine.pipeline.recommend_offline([request(**b) for b in bodies], key_id="batch")
+    assert isinstance(batch[1], RequestError) and batch[1].code == "unknown_symbol"
+    assert engine.audit.count() == before + 2  # the two it could serve, in one transaction
+    for body, offline in zip(bodies[::2], batch[::2], strict=True):
+        single = engine.recommend(request(**body), key="single")
+        assert same_answer(single, offline)
+
+
+def test_a_retry_with_the_same_idempotency_key_is_answered_and_recorded_once(engine):
+    before = engine.audit.count()
+    first = engine.recommend(request(as_of="2002-06-03"), key="k1", idempotency_key="order-1")
+    again = engine.recommend(request(as_of="2002-06-03"), key="k1", idempotency_key="order-1")
+    assert again == first and engine.audit.count() == before + 1
+    with pytest.raises(RequestError, match="Idempotency-Key was used for a different request"):
+        engine.recommend(request(as_of="2002-06-04"), key="k1", idempotency_key="order-1")

@@ -1,0 +1,298 @@
+"""The HTTP API: ``create_app`` builds the FastAPI app from the settings, the service its routes
+call and the API keys. No module-level app and no Serve context: the ingress deployment builds
+one per replica (``__serve_build_asgi_app__``), tests build one in-process.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime.)
+
+Guards, in the order a request meets them: admission (past ``max_in_flight`` requests at once:
+503 + Retry-After), the API key (401 before anything is read or validated), the body size
+(413), then per route the key's scope (403) and rate limit (429). Every error, these included,
+is the one JSON error model.
+"""
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rayfolio.serving.audit import key_id
+from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
+from rayfolio.serving.errors import RequestError
+from rayfolio.serving.pipeline import RecommendationPipeline
+from rayfolio.serving.schemas import (
+    ErrorBody,
+    ErrorResponse,
+    ExplanationRequest,
+    Horizon,
+    RecommendationRequest,
+    RecommendationResponse,
+)
+from rayfolio.serving.service import RecommendationService
+from rayfolio.serving.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 429, 503)}
+CONFLICT = {**ERRORS, 409: {"model": ErrorResponse}}
+CODES = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         413: "too_large", 429: "rate_limited", 503: "unavailable"}  # fmt: skip
+# Routes anyone may call; every other path needs a known key, checked before anything else.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+ANONYMOUS_ADMIN = ApiKey("insecure-dev-anonymous", "admin")
+SYMBOLS_PATTERN = r"^[^,\s]{1,32}(,[^,\s]{1,32})*$"
+NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+
+def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump()
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Admission:
+    """At most ``limit`` requests in this replica at once; past that, shed at once (cheaper for
+    everyone than a queue that times out)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.in_flight = limit, 0
+
+    def enter(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
+def create_app(settings: ServeSettings, service: RecommendationService, keys: tuple[ApiKey, ...]) -> FastAPI:
+    """The API for one ingress replica (or one in-process server)."""
+    description = "Explained, risk-checked portfolio recommendations. Bearer API keys; see the README."
+    app = FastAPI(title="rayfolio", version="1", description=description)
+    _error_handlers(app)
+    _guards(app, settings, keys)
+    limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)
+
+    def caller(request: Request) -> ApiKey:
+        return _within_rate(request.state.api_key, limiter)
+
+    def admin_caller(request: Request) -> ApiKey:
+        key = request.state.api_key
+        if not key.admin:
+            raise HTTPException(403, "this route needs an admin key")
+        return _within_rate(key, limiter)
+
+    user, admin = Depends(caller), Depends(admin_caller)
+
+    # Concurrent recommendations decided together: one policy forward pass (or one Allocator and
+    # one RiskFilter call) and one audit transaction per batch.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def decide(batch: list) -> list:
+        return await service.pipeline.run(batch)
+
+    async def ready() -> RecommendationPipeline:
+        return await service.ready()
+
+    @app.get("/healthz", summary="the ingress is alive")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="every model loaded and verified", responses=ERRORS)
+    async def readyz():
+        try:
+            await asyncio.wait_for(service.ready(), timeout=5.0)
+        except Exception:  # any failure downstream means not ready
+            return error(503, "not_ready", "models are loading or failed to load")
+        return {"status": "ready", "model_versions": service.model_versions}
+
+    @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=CONFLICT)
+    async def recommend(
+        body: RecommendationRequest,
+        idempotency_key: str | None = Header(
+            None, alias="Idempotency-Key", min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+            description="the client's id for this request (printable ASCII): a retry with the same key and body "
+            "gets the first response back, recorded once in the audit log",
+        ),
+        key: ApiKey = user,
+    ) -> RecommendationResponse:  # fmt: skip
+        started = time.perf_counter()
+        admitted = (await ready()).admit(body, key_id(key.key), idempotency_key)
+        if isinstance(admitted, RecommendationResponse):  # a retry: its recorded answer
+            return admitted
+        response = await decide(admitted)
+        if isinstance(response, RequestError):
+            raise response
+        service.metrics.served(settings.allocator, response.checks, (time.perf_counter() - started) * 1e3)
+        return response
+
+    @app.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
+    async def explanations(body: ExplanationRequest, key: ApiKey = user) -> dict:
+        market = (await ready()).market
+        if body.request_id is not None:
+            record = service.audit.get(body.request_id)
+            # Another key's recommendation does not exist for this key (admins see all).
+            if record is None or (record.key_id != key_id(key.key) and not key.admin):
+                raise HTTPException(404, f"no recommendation {body.request_id!r} for this key")
+            recommendation = RecommendationRequest.model_validate(record.payload["request"]).model_copy(
+                update={"as_of": dt.date.fromisoformat(record.payload["response"]["as_of"])}
+            )
+        else:
+            recommendation = RecommendationRequest.model_validate(
+                body.model_dump(exclude={"request_id"}, exclude_none=True)
+            )
+        t, current = market.validate(recommendation)
+        out = await service.explain(t, current, recommendation.risk_profile.horizon_days)
+        return {"request_id": body.request_id, **out}
+
+    @app.get("/v1/forecasts", responses=ERRORS)
+    async def forecasts(
+        symbols: str | None = Query(None, pattern=SYMBOLS_PATTERN, description="comma-separated; default: all"),
+        horizon: Annotated[Horizon, Query(description="trading days")] = 20,
+        as_of: dt.date | None = None,
+        _: ApiKey = user,
+    ) -> dict:
+        market = (await ready()).market
+        t = market.date_index(as_of)
+        wanted = symbols.split(",") if symbols else list(market.symbols)
+        market.check_symbols(wanted, "symbols")
+        forecast = await service.forecast(t)
+        if horizon not in forecast.horizons:
+            raise RequestError("invalid_request", f"horizon must be one of {list(forecast.horizons)}")
+        h, idx = forecast.horizons.index(horizon), [market.index[s] for s in wanted]
+        return {
+            "as_of": str(market.dates[t]),
+            "horizon": horizon,
+            "ensemble": {s: float(forecast.expected_return[i, h]) for s, i in zip(wanted, idx, strict=True)},
+            "confidence": {s: float(forecast.confidence[i, h]) for s, i in zip(wanted, idx, strict=True)},
+            "models": {
+                name: {s: float(scores[i, h]) for s, i in zip(wanted, idx, strict=True)}
+                for name, scores in forecast.scores.items()
+            },
+            "model_weights": {name: float(w[h]) for name, w in forecast.model_weights.items()},
+        }
+
+    @app.get("/v1/models", responses=ERRORS)
+    async def models(_: ApiKey = user) -> dict:
+        await ready()
+        return {"models": [service.model_card(n) for n in service.registry.models()], "serving": service.model_versions}
+
+    # Before /v1/models/{name}: a 405 on this path names this route's method (Starlette's Allow
+    # header comes from the first route whose path matches).
+    @app.post("/v1/models/reload", responses=CONFLICT, summary="serve the registry's production versions now (admin)")
+    async def reload(_: ApiKey = admin) -> dict:
+        await ready()
+        return {"serving": await service.reload()}
+
+    @app.get("/v1/models/{name}", responses=ERRORS)
+    async def model(name: str = Path(pattern=NAME_PATTERN), _: ApiKey = user) -> dict:
+        if name not in service.registry.models():
+            raise HTTPException(404, f"no model named {name!r}")
+        return service.model_card(name)
+
+    @app.post("/v1/models/{name}/{action}", responses=ERRORS, summary="promote or roll back (admin)")
+    async def stage(
+        action: Literal["promote", "rollback"],
+        name: str = Path(pattern=NAME_PATTERN),
+        version: str | None = Query(None, pattern=NAME_PATTERN),
+        stage: Literal["production", "staging"] = "production",
+        _: ApiKey = admin,
+    ) -> dict:
+        if name not in service.registry.models():
+            raise HTTPException(404, f"no model named {name!r}")
+        return service.stage(name, action, version, stage)
+
+    @app.get("/v1/audit", responses=ERRORS, summary="audit records and chain verification (admin)")
+    async def audit_log(
+        limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**12), _: ApiKey = admin
+    ) -> dict:
+        check = service.audit.verify()
+        records = service.audit.records(limit=limit, offset=offset)
+        return {
+            "chain": {"ok": check.ok, "records": check.records, "first_bad_seq": check.first_bad_seq,
+                      "reason": check.reason},
+            "records": [{"seq": r.seq, "created_at": r.created_at, "key_id": r.key_id, "request_id": r.request_id,
+                         "kind": r.kind, "payload": r.payload, "hash": r.hash} for r in records],
+        }  # fmt: skip
+
+    return app
+
+
+def _within_rate(key: ApiKey, limiter: RateLimiter) -> ApiKey:
+    allowed, retry_after = limiter.allow(key.key)
+    if not allowed:
+        raise HTTPException(429, "rate limit exceeded", headers={"Retry-After": str(max(1, round(retry_after)))})
+    return key
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, err: RequestError) -> JSONResponse:
+        return error(err.status, err.code, str(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        code = "malformed_json" if first.get("type") == "json_invalid" else "invalid_request"
+        return error(422, code, f"{where}: {first['msg']}" if where else first["msg"])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = CODES.get(err.status_code, "error")
+        return error(err.status_code, code, str(err.detail), getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        logger.exception("unexpected error")  # the trace goes to the replica's log, never to the client
+        return error(500, "internal_error", "internal error; it has been logged")
+
+
+def _guards(app: FastAPI, settings: ServeSettings, keys: tuple[ApiKey, ...]) -> None:
+    admission, limit = Admission(settings.max_in_flight), settings.max_body_bytes
+    retry_after = {"Retry-After": str(max(1, round(settings.retry_after_s)))}
+
+    # Middlewares run in the reverse order of their definition: admission, then the key, then the size.
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return error(413, "too_large", f"request body over {limit} bytes")
+        if length is None and request.method in ("POST", "PUT", "PATCH"):
+            body = await request.body()  # chunked: read it once, bounded by the check below
+            if len(body) > limit:
+                return error(413, "too_large", f"request body over {limit} bytes")
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def _authenticate(request: Request, call_next):
+        path, root = request.scope["path"], request.scope.get("root_path", "")
+        if (path.removeprefix(root) or "/") not in PUBLIC_PATHS:
+            key = _find(keys, request, settings.insecure_dev)
+            if key is None:
+                return error(401, "unauthorized", "missing or unknown API key", {"WWW-Authenticate": "Bearer"})
+            request.state.api_key = key
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def _admit(request: Request, call_next):
+        if not admission.enter():
+            return error(503, "overloaded", f"over {admission.limit} requests in progress here; retry later",
+                         retry_after)  # fmt: skip
+        try:
+            return await call_next(request)
+        finally:
+            admission.leave()
+
+
+def _find(keys: tuple[ApiKey, ...], request: Request, insecure_dev: bool) -> ApiKey | None:
+    if insecure_dev and not keys:
+        return ANONYMOUS_ADMIN
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return find_key(keys, presented.strip()) if scheme.lower() == "bearer" else None

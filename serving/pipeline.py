@@ -1,0 +1,258 @@
+"""THE recommendation pipeline: validate -> proposal -> risk filters -> measures -> audit.
+
+One implementation for every caller: the ingress (both placements), batch and offline use,
+and the tests. What changes between callers is only where two steps run, so those are
+passed in:
+
+- forecasts: the ensemble's per-date forecasts, computed here (``LocalForecasts``) or fetched
+  from the Ensemble deployment (``DeploymentForecasts``); either way cached per date.
+- decisions: the policy's proposal and the risk filters, run here (``LocalDecisions``) or in
+  the Allocator and RiskFilter deployments (``DeploymentDecisions``: one call each per batch).
+
+Requests are decided in batches (one policy forward pass, one audit transaction committed
+before any response leaves); a batch of one is the single-request case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rayfolio.rl.measures import conditional_value_at_risk, value_at_risk
+from rayfolio.serving.audit import AuditLog
+from rayfolio.serving.cache import LruCache
+from rayfolio.serving.errors import RequestError, idempotency_conflict
+from rayfolio.serving.market import Market
+from rayfolio.serving.risk import Check, HouseLimits, RiskProfile, apply_risk_filters, portfolio_vol
+from rayfolio.serving.schemas import (
+    CheckOut,
+    PortfolioRisk,
+    RecommendationRequest,
+    RecommendationResponse,
+    RiskProfileIn,
+)
+from rayfolio.training.ensemble import EnsembleForecast, ForecastEnsemble
+
+Decided = tuple[np.ndarray, list[Check], PortfolioRisk]  # filtered weights (N+1,), checks, portfolio risk
+
+
+def filter_and_measure(
+    market: Market, t: int, proposal: np.ndarray, current: np.ndarray, profile: RiskProfileIn, limits: HouseLimits
+) -> Decided:
+    """The risk filters on the allocator's proposal, then the result's risk, from data dated <= t."""
+    state = market.state(t)
+    weights, checks = apply_risk_filters(
+        proposal, current, RiskProfile(profile.risk_tolerance, profile.max_position, tuple(profile.exclude)),
+        limits, state,
+    )  # fmt: skip
+    daily = market.history(t) @ weights[:-1]  # (LOOKBACK,) the filtered portfolio's daily returns
+    risk = PortfolioRisk(
+        volatility=portfolio_vol(weights[:-1], state.covariance),
+        var_95=value_at_risk(daily),
+        cvar_95=conditional_value_at_risk(daily),
+    )
+    return weights, checks, risk
+
+
+# ----- where the steps run -----------------------------------------------------------------------
+
+
+class Forecasts(Protocol):
+    cache: LruCache[int, EnsembleForecast]
+
+    async def get(self, ts: list[int]) -> dict[int, EnsembleForecast]: ...
+
+
+class LocalForecasts:
+    """The ensemble in this process, per-date forecasts cached (they depend on market data only)."""
+
+    def __init__(self, ensemble: ForecastEnsemble, cache_size: int = 64) -> None:
+        self.ensemble, self.cache = ensemble, LruCache[int, EnsembleForecast](cache_size)
+
+    def get_now(self, ts: list[int]) -> list[EnsembleForecast]:
+        return self.cache.get_many(ts, self.ensemble.forecast_many)
+
+    async def get(self, ts: list[int]) -> dict[int, EnsembleForecast]:
+        return dict(zip(ts, self.get_now(ts), strict=True))
+
+
+class DeploymentForecasts:
+    """The Ensemble deployment's forecasts, kept here too: a date's forecast never changes while
+    these models serve, so repeats skip the hop."""
+
+    def __init__(self, ensemble, cache_size: int = 256) -> None:
+        self.ensemble, self.cache = ensemble, LruCache[int, EnsembleForecast](cache_size)
+
+    async def _fetch(self, ts: list[int]) -> list[EnsembleForecast]:
+        return list(await asyncio.gather(*(self.ensemble.forecast.remote(t) for t in ts)))
+
+    async def get(self, ts: list[int]) -> dict[int, EnsembleForecast]:
+        return dict(zip(ts, await self.cache.aget_many(ts, self._fetch), strict=True))
+
+
+class Decisions(Protocol):
+    limits: HouseLimits
+
+    async def decide(
+        self, ts: list[int], currents: list[np.ndarray], profiles: list[RiskProfileIn]
+    ) -> list[Decided]: ...
+
+
+class LocalDecisions:
+    """The policy and the risk filters in this process. ``limits`` may change while it serves."""
+
+    def __init__(self, agent, market: Market, limits: HouseLimits) -> None:
+        self.agent, self.market, self.limits = agent, market, limits
+
+    async def decide(self, ts: list[int], currents: list[np.ndarray], profiles: list[RiskProfileIn]) -> list[Decided]:
+        proposals = self.agent.decide_many(ts, currents)  # one policy forward pass for the batch
+        return [filter_and_measure(self.market, t, p, c, profile, self.limits)
+                for t, p, c, profile in zip(ts, proposals, currents, profiles, strict=True)]  # fmt: skip
+
+
+class DeploymentDecisions:
+    """The Allocator and RiskFilter deployments: one call to each per batch. Their house limits
+    are the RiskFilter's (its ``user_config``)."""
+
+    limits = None  # held by the RiskFilter deployment
+
+    def __init__(self, allocator, risk_filter) -> None:
+        self.allocator, self.risk_filter = allocator, risk_filter
+
+    async def decide(self, ts: list[int], currents: list[np.ndarray], profiles: list[RiskProfileIn]) -> list[Decided]:
+        proposals = await self.allocator.propose_many.remote(ts, currents)
+        return await self.risk_filter.apply_many.remote(
+            [(t, p, c, profile.model_dump()) for t, p, c, profile in zip(ts, proposals, currents, profiles,
+                                                                           strict=True)]
+        )  # fmt: skip
+
+
+# ----- the pipeline ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request that passed validation against the market, ready to join a batch."""
+
+    key_id: str  # who asked (a hash of the API key; audit.key_id)
+    request: RecommendationRequest
+    t: int  # date index
+    current: np.ndarray  # (N+1,) current weights, cash last
+    request_id: str | None  # from the Idempotency-Key; None: a fresh one
+
+
+def request_id_for(key_id: str, idempotency_key: str | None) -> str | None:
+    """A retried request's id: the same for the same key id and ``Idempotency-Key``, so the
+    audit log (unique request ids) records it once and the retry gets the first answer."""
+    if idempotency_key is None:
+        return None
+    return hashlib.sha256(f"{key_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
+
+
+class RecommendationPipeline:
+    def __init__(
+        self,
+        market: Market,
+        forecasts: Forecasts,
+        decisions: Decisions,
+        audit: AuditLog,
+        model_versions: dict[str, str],
+    ) -> None:
+        self.market, self.forecasts, self.decisions = market, forecasts, decisions
+        self.audit, self.model_versions = audit, model_versions
+
+    def admit(
+        self, request: RecommendationRequest, key_id: str, idempotency_key: str | None = None
+    ) -> Admitted | RecommendationResponse:
+        """Validate against the market (a bad request fails alone, before it joins a batch). A retry
+        of a recorded request (same key id, same ``Idempotency-Key``) gets its recorded response."""
+        t, current = self.market.validate(request)
+        request_id = request_id_for(key_id, idempotency_key)
+        if request_id is not None and (record := self.audit.get(request_id)) is not None:
+            if record.key_id != key_id or record.payload["request"] != request.model_dump(mode="json"):
+                raise idempotency_conflict()
+            return RecommendationResponse.model_validate(record.payload["response"])
+        return Admitted(key_id, request, t, current, request_id)
+
+    async def run(self, batch: Sequence[Admitted]) -> list[RecommendationResponse | RequestError]:
+        """Decide a batch, audit it in one transaction, and return what each caller gets."""
+        ts = [a.t for a in batch]
+        forecasts, decided = await asyncio.gather(
+            self.forecasts.get(sorted(set(ts))),
+            self.decisions.decide(ts, [a.current for a in batch], [a.request.risk_profile for a in batch]),
+        )
+        responses = [self._response(a, forecasts[a.t], *d) for a, d in zip(batch, decided, strict=True)]
+        return self._audit([(a.key_id, a.request, r) for a, r in zip(batch, responses, strict=True)])
+
+    async def recommend(
+        self, request: RecommendationRequest, key_id: str, idempotency_key: str | None = None
+    ) -> RecommendationResponse:
+        """One request through the whole pipeline; raises ``RequestError`` for one it cannot serve."""
+        admitted = self.admit(request, key_id, idempotency_key)
+        if isinstance(admitted, RecommendationResponse):
+            return admitted
+        (served,) = await self.run([admitted])
+        if isinstance(served, RequestError):
+            raise served
+        return served
+
+    def recommend_offline(
+        self, requests: Sequence[RecommendationRequest], key_id: str
+    ) -> list[RecommendationResponse | RequestError]:
+        """Batch use without a server: every request decided in one batch (those the market cannot
+        serve get their ``RequestError`` in their place), audited like the service's."""
+        admitted: list[Admitted | RequestError] = []
+        for request in requests:
+            try:
+                admitted.append(self.admit(request, key_id))
+            except RequestError as err:
+                admitted.append(err)
+        runnable = [a for a in admitted if isinstance(a, Admitted)]
+        served = iter(asyncio.run(self.run(runnable)) if runnable else [])
+        return [next(served) if isinstance(a, Admitted) else a for a in admitted]
+
+    def _response(
+        self, a: Admitted, forecast: EnsembleForecast, weights: np.ndarray, checks: list[Check], risk: PortfolioRisk
+    ) -> RecommendationResponse:
+        market, h = self.market, forecast.horizons.index(a.request.risk_profile.horizon_days)
+        return RecommendationResponse(
+            request_id=a.request_id or uuid.uuid4().hex,
+            as_of=market.dates[a.t].astype(dt.date),
+            target_weights=market.named(weights),
+            trades={k: v for k, v in market.named(weights - a.current).items() if abs(v) > 1e-9},
+            expected_returns=dict(zip(market.symbols, forecast.expected_return[:, h].tolist(), strict=True)),
+            confidence=dict(zip(market.symbols, forecast.confidence[:, h].tolist(), strict=True)),
+            portfolio_risk=risk,
+            checks=[CheckOut(name=c.name, changed=c.changed, detail=c.detail) for c in checks],
+            model_versions=self.model_versions,
+        )
+
+    def _audit(
+        self, entries: list[tuple[str, RecommendationRequest, RecommendationResponse]]
+    ) -> list[RecommendationResponse | RequestError]:
+        """(key id, request, response) records, committed together before any response leaves.
+
+        Returns what each client gets: its response, or for a retry already recorded (one that
+        raced its first try) the recorded response; an ``Idempotency-Key`` reused with another
+        body is an error instead."""
+        payloads = [{"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")}
+                    for _, request, response in entries]  # fmt: skip
+        records = self.audit.append_many([(key, response.request_id, "recommendation", payload)
+                                          for (key, _, response), payload in zip(entries, payloads,
+                                                                                 strict=True)])  # fmt: skip
+        served: list[RecommendationResponse | RequestError] = []
+        for (key, _, response), payload, record in zip(entries, payloads, records, strict=True):
+            if record.payload is payload:  # written by this call
+                served.append(response)
+            elif record.key_id == key and record.payload["request"] == payload["request"]:
+                served.append(RecommendationResponse.model_validate(record.payload["response"]))
+            else:
+                served.append(idempotency_conflict())
+        return served

@@ -1,0 +1,156 @@
+"""What the HTTP routes call: the recommendation pipeline once every model is loaded, the
+ensemble's forecasts, explanations, the registry and reloads, in one ingress replica.
+
+The deployments it talks to are Serve handles in a replica, or ``LocalHandle``s around the
+same classes in this process (tests, the in-process app): ``await handle.method.remote(...)``
+either way, so the service has one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+
+from rayfolio.serving.audit import AuditLog
+from rayfolio.serving.deployments import load_allocator, load_panel, try_reload
+from rayfolio.serving.errors import RequestError
+from rayfolio.serving.market import Market
+from rayfolio.serving.metrics import ServiceMetrics
+from rayfolio.serving.pipeline import (
+    DeploymentDecisions,
+    DeploymentForecasts,
+    LocalDecisions,
+    RecommendationPipeline,
+)
+from rayfolio.serving.risk import HouseLimits
+from rayfolio.serving.settings import ServeSettings
+from rayfolio.training.ensemble import EnsembleForecast
+from rayfolio.training.registry import ModelRegistry, RegistryError
+
+logger = logging.getLogger(__name__)
+
+
+class LocalHandle:
+    """An object in this process, called the way a DeploymentHandle is: ``await h.method.remote(...)``."""
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __getattr__(self, name: str):
+        method = getattr(self.target, name)
+
+        async def call(*args, **kwargs):
+            result = method(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
+
+        return type(name, (), {"remote": staticmethod(call)})
+
+
+class RecommendationService:
+    def __init__(self, settings: ServeSettings, ensemble, explainer, allocator=None, risk_filter=None) -> None:
+        """``allocator`` and ``risk_filter``: handles with placement "deployments"; None with
+        placement "ingress" (the policy and the risk filters run here)."""
+        self.settings = s = settings
+        self.ensemble, self.explainer, self.allocator, self.risk_filter = ensemble, explainer, allocator, risk_filter
+        self.audit = AuditLog(s.audit_url)
+        self.registry = ModelRegistry(s.registry)
+        self.panel = load_panel(s)
+        self.metrics = ServiceMetrics()
+        self.agent, self.local_versions = None, {}
+        if allocator is None:
+            self.agent, self.local_versions = load_allocator(s, self.panel)
+            self.metrics.versions(self.local_versions)
+        self.limits = s.house_limits
+        self.forecasts = DeploymentForecasts(ensemble)
+        self.pipeline: RecommendationPipeline | None = None
+        self.model_versions: dict[str, str] = {}
+
+    @property
+    def _remote(self) -> list:
+        """The deployments whose models this service serves (and reloads)."""
+        return [self.ensemble, self.explainer] + ([] if self.agent is not None else [self.allocator])
+
+    async def ready(self) -> RecommendationPipeline:
+        """The pipeline, once every deployment has loaded and verified its models."""
+        if self.pipeline is None:
+            remote = self._remote + ([] if self.agent is not None else [self.risk_filter])
+            infos = list(await asyncio.gather(*(d.info.remote() for d in remote)))
+            if self.agent is not None:
+                infos.append({"versions": self.local_versions, "min_history": self.agent.env.window})
+            versions = {k: v for info in infos for k, v in info["versions"].items()}
+            market = Market(self.panel, max(info.get("min_history", 1) for info in infos))
+            decisions = (LocalDecisions(self.agent, market, self.limits) if self.agent is not None
+                         else DeploymentDecisions(self.allocator, self.risk_filter))  # fmt: skip
+            self.model_versions = versions
+            self.pipeline = RecommendationPipeline(market, self.forecasts, decisions, self.audit, versions)
+        return self.pipeline
+
+    def set_limits(self, limits: HouseLimits) -> None:
+        """House limits, live, for the risk filters that run here (placement "ingress")."""
+        self.limits = limits
+        if self.pipeline is not None and isinstance(self.pipeline.decisions, LocalDecisions):
+            self.pipeline.decisions.limits = limits
+
+    async def forecast(self, t: int) -> EnsembleForecast:
+        cache = self.forecasts.cache
+        hits, misses = cache.hits, cache.misses
+        forecasts = await self.forecasts.get([t])
+        self.metrics.cache_lookups(cache.hits - hits, cache.misses - misses, "ingress")
+        return forecasts[t]
+
+    async def explain(self, t, current, horizon: int) -> dict:
+        out = await self.explainer.explain.remote(t, current, horizon)
+        self.metrics.explanations.inc()
+        return out
+
+    async def reload(self) -> dict[str, str]:
+        """Every deployment loads and verifies the production versions, then swaps them in; one
+        that cannot (a checksum that does not match, a missing file) keeps what it serves.
+        Requests never wait for this, nor fail because of it."""
+        results = list(await asyncio.gather(*(d.reload.remote() for d in self._remote)))
+        if self.agent is not None:
+            results.append(try_reload(self._load_local, lambda: self.local_versions, self.settings.registry))
+        before = self.model_versions
+        self.model_versions = {k: v for r in results for k, v in r["versions"].items()}
+        if self.pipeline is not None:
+            self.pipeline.model_versions = self.model_versions
+        if self.model_versions != before:
+            self.forecasts.cache.clear()  # forecasts of the models served before
+        refused = sorted({r["error"] for r in results if r["error"]})
+        if refused:
+            raise RequestError("reload_refused", f"{'; '.join(refused)}; still serving {self.model_versions}", 409)
+        return self.model_versions
+
+    def _load_local(self) -> None:
+        self.agent, self.local_versions = load_allocator(self.settings, self.panel)
+        if self.pipeline is not None and isinstance(self.pipeline.decisions, LocalDecisions):
+            self.pipeline.decisions.agent = self.agent
+        self.metrics.versions(self.local_versions)
+
+    def model_card(self, name: str) -> dict:
+        """A registered model's stages and versions, each verified."""
+        stages = {s: self.registry.stage_version(name, s) for s in ("production", "staging")}
+        versions = []
+        for v in self.registry.versions(name):
+            try:
+                info = self.registry.get(name, v)
+                metrics = {k: m for k, m in info.metrics.items() if not isinstance(m, list)}
+                versions.append({"version": v, "created_at": info.manifest["created_at"], "verified": True,
+                                 "metrics": metrics})  # fmt: skip
+            except RegistryError:
+                versions.append({"version": v, "verified": False})
+        return {"name": name, "stages": stages, "versions": versions}
+
+    def stage(self, name: str, action: str, version: str | None, stage: str) -> dict:
+        """Promote a version to ``stage`` or roll the stage back (admin)."""
+        try:
+            if action == "promote":
+                if version is None:
+                    raise RequestError("invalid_request", "promote needs ?version=")
+                self.registry.promote(name, version, stage)
+            else:
+                self.registry.rollback(name, stage)
+        except RegistryError as err:
+            raise RequestError("registry", str(err).replace(str(self.registry.root), "<registry>")) from None
+        return self.model_card(name)

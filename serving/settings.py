@@ -1,0 +1,171 @@
+"""What the service loads and how it guards itself: ``ServeSettings``, plain values shipped to
+every replica, read from the Serve config YAML (cluster/serve_config.yaml) that both
+``serve deploy`` and ``rayfolio serve`` take."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rayfolio.data.splits import SplitConfig
+from rayfolio.serving.risk import HouseLimits
+
+
+class SettingsError(ValueError):
+    """A serve config or run config that cannot be used: names the file and the key."""
+
+
+class Autoscaling(BaseModel):
+    """One deployment's replicas: autoscaling bounds and CPU share. Fractional CPUs
+    let the whole app (at its maximum) fit a 2-core machine."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+    num_cpus: float = Field(0.25, gt=0)
+    # How often the controller checks each replica: a dead one is noticed and replaced within
+    # about this long (Serve's default, 10 s, leaves a crashed replica unreplaced for longer).
+    health_check_period_s: float = Field(2.0, gt=0)
+
+    def options(self, max_ongoing_requests: int, **actor_options) -> dict:
+        return {
+            "autoscaling_config": self.model_dump(exclude={"num_cpus", "health_check_period_s"}),
+            "health_check_period_s": self.health_check_period_s,
+            "max_ongoing_requests": max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, **actor_options},
+        }
+
+
+class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Path
+    registry: Path
+    splits: SplitConfig  # the run's: the explainer's background and the allocator's training window
+    audit_url: str
+    allocator: str = "ppo-allocator"
+    # Where the policy and the risk filters run for a recommendation. "ingress": in the
+    # ingress replica, so a date whose forecasts are cached costs no handle hop (each hop
+    # costs ~5 ms of CPU on this 2-core machine; bench/serve_load.py measures both).
+    # "deployments": in the Allocator and RiskFilter deployments, each scaled on its own
+    # (e.g. a large policy on GPU workers of a cluster).
+    placement: Literal["ingress", "deployments"] = "ingress"
+    house_limits: HouseLimits = HouseLimits()
+    rate_per_key: float = Field(50.0, gt=0)  # requests per second per key, per ingress replica
+    burst_per_key: int = Field(100, ge=1)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # Admission: requests one ingress replica works on at once (they wait in its batches); more
+    # are answered 503 + Retry-After in the JSON error model at once. The service's capacity is
+    # ingress replicas x this (bench/serve_load.py: 64 clients on one replica all answered).
+    max_in_flight: int = Field(64, ge=1)
+    retry_after_s: float = Field(1.0, gt=0)
+    insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
+    ingress: Autoscaling = Autoscaling(max_replicas=2)
+    ensemble: Autoscaling = Autoscaling(num_cpus=0.5)
+    allocator_scaling: Autoscaling = Autoscaling(max_replicas=2)
+    risk_filter: Autoscaling = Autoscaling()
+    explainer: Autoscaling = Autoscaling(num_cpus=0.25)
+    explain_samples: int = Field(100, ge=10)  # expected-gradient samples per explanation
+    explain_background: int = Field(16, ge=2)  # training dates in the SHAP background
+
+    @property
+    def capacity(self) -> int:
+        """Requests the service works on at once at its largest: past this it sheds."""
+        return self.ingress.max_replicas * self.max_in_flight
+
+    @property
+    def serve_max_ongoing(self) -> int:
+        """Serve's own per-replica limit, a backstop above the app's admission: requests past
+        ``max_in_flight`` must reach the app to get its JSON 503 (Serve's proxy answers plain text)."""
+        return 2 * self.max_in_flight
+
+    @property
+    def serve_max_queued(self) -> int:
+        """Serve's queue in front of the ingress replicas, also a backstop: while replicas shed
+        quickly it drains at once; it only fills when the replicas cannot answer at all."""
+        return 4 * self.max_in_flight
+
+
+# ----- the Serve config file ---------------------------------------------------------------------
+
+
+def splits_of(run_config: Path) -> SplitConfig:
+    """The ``splits`` of a run config YAML: the one place split dates are written."""
+    try:
+        raw = yaml.safe_load(run_config.read_text()) or {}
+    except OSError as err:
+        raise SettingsError(f"{run_config}: cannot read run config: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{run_config}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict) or "splits" not in raw:
+        raise SettingsError(f"{run_config}: a run config with a 'splits' section is needed (the models' split dates)")
+    try:
+        return SplitConfig.model_validate(raw["splits"])
+    except ValidationError as err:
+        raise SettingsError(f"{run_config}: splits: {_problems(err)}") from None
+
+
+def _problems(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in err.errors())
+
+
+def settings_from_args(args: dict, base: Path | None = None, **overrides) -> ServeSettings:
+    """``ServeSettings`` from a Serve config application's ``args``: ``run_config`` (a path,
+    relative to ``base`` or the working directory) stands for the run config's split dates.
+    ``overrides`` (fields) replace what ``args`` says."""
+    args = {**args, **{k: v for k, v in overrides.items() if v is not None}}
+    run_config = args.pop("run_config", None)
+    if run_config is not None and "splits" not in overrides:
+        path = Path(run_config)
+        args["splits"] = splits_of(path if path.is_absolute() or base is None else base / path)
+    try:
+        return ServeSettings.model_validate(args)
+    except ValidationError as err:
+        raise SettingsError(f"serve settings: {_problems(err)}") from None
+
+
+class ServeConfig(BaseModel):
+    """What ``rayfolio serve`` takes from a Serve config YAML: the rayfolio application's
+    settings (its house limits from the deployment that runs the risk filters) and the proxy's
+    host and port."""
+
+    settings: dict  # the application's args, house limits included (not yet validated: flags may override)
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+def read_serve_config(path: Path, app_name: str = "rayfolio") -> ServeConfig:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise SettingsError(f"{path}: cannot read serve config: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise SettingsError(f"{path}: not valid YAML: {err}") from None
+    apps = [a for a in raw.get("applications", []) if isinstance(a, dict) and a.get("name") == app_name]
+    if len(apps) != 1:
+        raise SettingsError(f"{path}: needs one application named {app_name!r} under 'applications'")
+    (app,) = apps
+    args = dict(app.get("args") or {})
+    # House limits live in the risk-filter deployment's user_config (live-reconfigurable with
+    # `serve deploy`); the settings carry them to `rayfolio serve` the same way.
+    limits = [d["user_config"] for d in app.get("deployments", []) if isinstance(d, dict) and "user_config" in d]
+    if limits:
+        args["house_limits"] = limits[0]
+    http = raw.get("http_options") or {}
+    return ServeConfig(settings=args, host=http.get("host", "127.0.0.1"), port=http.get("port", 8000))
+
+
+SECRET_ENV = ("RAYFOLIO_API_KEYS", "RAYFOLIO_API_KEYS_FILE", "RAYFOLIO_AUDIT_KEY")
+
+
+def secrets_from(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The keys' variables the ingress reads (forwarded in its runtime_env: replicas do not inherit
+    the environment of the process that deploys them on a running cluster)."""
+    environ = dict(os.environ) if environ is None else environ
+    return {k: environ[k] for k in SECRET_ENV if k in environ}
