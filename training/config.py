@@ -1,10 +1,13 @@
-"""Typed configuration of forecaster training and search."""
+"""Typed configuration of forecaster training and search: plain pydantic models, light to
+import, so a run config validates before torch or Ray is loaded."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rayfolio.data.conventions import DEFAULT_COST_BPS
 
 Family = Literal["lstm", "transformer", "gat"]
 
@@ -59,3 +62,31 @@ class ScalingOptions(BaseModel):
     # them on different nodes where it can (one node lost costs one worker, not the run).
     placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
     max_failures: int = Field(2, ge=0)  # worker crashes survived by resuming from the last checkpoint
+
+
+class SearchConfig(BaseModel):
+    """Search space and budget of one family's search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_samples: int = Field(4, ge=1)
+    max_concurrent_trials: int | None = None  # None: as many as the cluster's CPUs hold
+    grace_period: int = Field(1, ge=1)  # epochs before ASHA may stop a trial
+    lr: tuple[float, float] = (3e-4, 3e-3)  # log-uniform
+    hidden: tuple[int, ...] = (16, 32)
+    layers: tuple[int, ...] = (1, 2)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    window: tuple[int, ...] = (20, 40)
+    seed: int = 0
+
+
+class ForecastersConfig(BaseModel):
+    """What the main job trains: families, base training config, search budget."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    families: tuple[Family, ...] = ("lstm", "transformer", "gat")
+    train: TrainConfig = TrainConfig(hidden=16, window=20, epochs=3, train_stride=5, patience=2)
+    search: SearchConfig = SearchConfig(num_samples=2, hidden=(16, 32), layers=(1,), window=(20, 40))
+    scaling: ScalingOptions = ScalingOptions()
+    cost_bps: float = Field(DEFAULT_COST_BPS, ge=0)

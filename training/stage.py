@@ -9,33 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 
-from rayfolio.data.conventions import DEFAULT_COST_BPS
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore
 from rayfolio.training.baselines import BASELINES, RidgeBaseline, momentum_12_1, reversal_5d
 from rayfolio.training.cards import Calendar, ForecasterCard, NormalizerParams, forecaster_name
-from rayfolio.training.config import Family, ScalingOptions, TrainConfig
+from rayfolio.training.config import ForecastersConfig
 from rayfolio.training.evaluate import forecast_frame, metrics_table
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry
 from rayfolio.training.train import TrainingData, predict, prepare_training_data
-from rayfolio.training.tune import SearchConfig, SearchOutcome, search_family
+from rayfolio.training.tune import SearchOutcome, search_family
 
 logger = logging.getLogger(__name__)
-
-
-class ForecastersConfig(BaseModel):
-    """What the main job trains: families, base training config, search budget."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    families: tuple[Family, ...] = ("lstm", "transformer", "gat")
-    train: TrainConfig = TrainConfig(hidden=16, window=20, epochs=3, train_stride=5, patience=2)
-    search: SearchConfig = SearchConfig(num_samples=2, hidden=(16, 32), layers=(1,), window=(20, 40))
-    scaling: ScalingOptions = ScalingOptions()
-    cost_bps: float = Field(DEFAULT_COST_BPS, ge=0)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from pydantic import BaseModel, ConfigDict, Field
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
@@ -24,7 +23,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from rayfolio.data.conventions import DEFAULT_COST_BPS
 from rayfolio.data.verbosity import tune_verbosity
-from rayfolio.training.config import ScalingOptions, TrainConfig
+from rayfolio.training.config import ScalingOptions, SearchConfig, TrainConfig
 from rayfolio.training.metrics import deflated_sharpe, long_short_returns
 from rayfolio.training.train import (
     META_FILE,
@@ -39,22 +38,6 @@ from rayfolio.training.train import (
 # holds a token share; anything more would starve Ray Data, whose split
 # coordinator needs one whole free CPU to feed the workers.
 TRIAL_CPUS = 0.01
-
-
-class SearchConfig(BaseModel):
-    """Search space and budget of one family's search."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_samples: int = Field(4, ge=1)
-    max_concurrent_trials: int | None = None  # None: as many as the cluster's CPUs hold
-    grace_period: int = Field(1, ge=1)  # epochs before ASHA may stop a trial
-    lr: tuple[float, float] = (3e-4, 3e-3)  # log-uniform
-    hidden: tuple[int, ...] = (16, 32)
-    layers: tuple[int, ...] = (1, 2)
-    dropout: tuple[float, float] = (0.0, 0.3)
-    window: tuple[int, ...] = (20, 40)
-    seed: int = 0
 
 
 @dataclass(frozen=True)
