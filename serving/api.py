@@ -19,18 +19,19 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
+from rayfolio.serving.batching import Batcher
 from rayfolio.serving.errors import RequestError
+from rayfolio.serving.openapi import declare_market
 from rayfolio.serving.pipeline import RecommendationPipeline
 from rayfolio.serving.schemas import (
+    HORIZONS,
     ErrorBody,
     ErrorResponse,
     ExplanationRequest,
-    Horizon,
     RecommendationRequest,
     RecommendationResponse,
 )
@@ -78,6 +79,16 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     app = FastAPI(title="rayfolio", version="1", description=description)
     _error_handlers(app)
     _guards(app, settings, keys)
+    served: dict = {}
+
+    def openapi() -> dict:
+        """FastAPI's document, and once the models are loaded, the market's symbols and dates."""
+        if not served and service.pipeline is not None:
+            app.openapi_schema = None  # FastAPI's cache of the document without them
+            served.update(declare_market(FastAPI.openapi(app), service.pipeline.market))
+        return served or FastAPI.openapi(app)
+
+    app.openapi = openapi
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)
 
     def caller(request: Request) -> ApiKey:
@@ -93,9 +104,10 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
 
     # Concurrent recommendations decided together: one policy forward pass (or one Allocator and
     # one RiskFilter call) and one audit transaction per batch.
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def decide(batch: list) -> list:
+    async def run(batch: list) -> list:
         return await service.pipeline.run(batch)
+
+    decide = Batcher(run, max_size=32, wait_s=0.002)
 
     async def ready() -> RecommendationPipeline:
         return await service.ready()
@@ -154,7 +166,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     @app.get("/v1/forecasts", responses=ERRORS)
     async def forecasts(
         symbols: str | None = Query(None, pattern=SYMBOLS_PATTERN, description="comma-separated; default: all"),
-        horizon: Annotated[Horizon, Query(description="trading days")] = 20,
+        horizon: Annotated[int, Query(description="trading days", json_schema_extra={"enum": list(HORIZONS)})] = 20,
         as_of: dt.date | None = None,
         _: ApiKey = user,
     ) -> dict:
@@ -163,7 +175,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         wanted = symbols.split(",") if symbols else list(market.symbols)
         market.check_symbols(wanted, "symbols")
         forecast = await service.forecast(t)
-        if horizon not in forecast.horizons:
+        if horizon not in HORIZONS or horizon not in forecast.horizons:
             raise RequestError("invalid_request", f"horizon must be one of {list(forecast.horizons)}")
         h, idx = forecast.horizons.index(horizon), [market.index[s] for s in wanted]
         return {

@@ -1,7 +1,7 @@
 """The model-holding deployments, as plain classes (``builder`` makes them Serve deployments;
 tests and offline use run them in-process):
 
-- ``Ensemble``: production forecasters; per-date forecasts batched with ``@serve.batch`` and
+- ``Ensemble``: production forecasters; per-date forecasts batched (``Batcher``) and
   cached (they depend on market data only).
 - ``Allocator``: the production PPO or SAC policy (placement "deployments").
 - ``RiskFilter``: the risk filters and portfolio risk (placement "deployments"); house limits
@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from ray import serve
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore
+from rayfolio.serving.batching import Batcher
 from rayfolio.serving.market import Market
 from rayfolio.serving.metrics import ServiceMetrics
 from rayfolio.serving.pipeline import Decided, LocalForecasts, filter_and_measure
@@ -68,6 +68,8 @@ class Ensemble:
         self.metrics = ServiceMetrics()
         self._load()
 
+        self._batched = Batcher(self._forecast_many, max_size=16, wait_s=0.002)  # concurrent callers, one pass
+
     def _load(self) -> None:
         """The production forecasters, verified; swapped in only once all have loaded."""
         forecasters = load_forecasters(ModelRegistry(self.settings.registry), self.panel)
@@ -82,8 +84,10 @@ class Ensemble:
     def info(self) -> dict:
         return {"versions": self.model_versions, "min_history": self.forecasts.ensemble.min_history}
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
-    async def forecast(self, ts: list[int]) -> list[EnsembleForecast]:
+    async def forecast(self, t: int) -> EnsembleForecast:
+        return await self._batched(t)
+
+    async def _forecast_many(self, ts: list[int]) -> list[EnsembleForecast]:
         cache = self.forecasts.cache
         hits, misses = cache.hits, cache.misses
         out = self.forecasts.get_now(ts)

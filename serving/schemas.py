@@ -93,13 +93,16 @@ class RecommendationRequest(BaseModel):
 
 class ExplanationRequest(BaseModel):
     """Either a recommendation's ``request_id`` or a recommendation body (at least one of
-    ``portfolio`` and ``risk_profile``)."""
+    ``portfolio`` and ``risk_profile``), never both."""
 
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"anyOf": [{"required": ["request_id"]}, {"required": ["portfolio"]},
-                                     {"required": ["risk_profile"]}]},
+        json_schema_extra={"oneOf": [
+            {"required": ["request_id"], "properties": {"portfolio": False, "risk_profile": False, "as_of": False}},
+            {"anyOf": [{"required": ["portfolio"]}, {"required": ["risk_profile"]}],
+             "properties": {"request_id": False}},
+        ]},
     )  # fmt: skip
 
     # Not nullable: a field given must hold a value (the schema's anyOf counts given fields).
@@ -110,8 +113,9 @@ class ExplanationRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_of(self) -> ExplanationRequest:
-        if self.request_id is None and self.portfolio is None and self.risk_profile is None:
-            raise ValueError("give a request_id or a recommendation body (portfolio, risk_profile, as_of)")
+        body = self.portfolio is not None or self.risk_profile is not None or self.as_of is not None
+        if (self.request_id is not None) == body or (body and self.portfolio is None and self.risk_profile is None):
+            raise ValueError("give a request_id or a recommendation body (portfolio, risk_profile, as_of), not both")
         if self.portfolio is not None:
             _check_weights(self.portfolio)
         return self
