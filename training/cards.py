@@ -7,8 +7,8 @@ version (covered by the manifest's checksums) and validated, strictly, on load.
 next to the two below.
 
 The allocator card holds rl's typed ``EnvConfig`` and ``Algorithm`` (rl/config.py,
-plain pydantic models over data/): the one import from rl/
-in training/, because the registry that validates every kind of card lives here.
+plain pydantic models over data/): the one import from rl/ in training/, because
+the registry that validates every kind of card lives here.
 """
 
 from __future__ import annotations
