@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rayfolio.data.schema import Location, PanelValidationError
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore
 from rayfolio.rl.agents import AgentAllocator
@@ -154,7 +155,8 @@ def forecast_signal(
 
 
 def index_returns(spec: str | None, source: str, market: MarketData) -> np.ndarray | None:
-    """(T,) daily simple returns of the benchmark index on the market's dates, or None."""
+    """(T,) daily simple returns of the benchmark index on the market's dates, or None.
+    A user's index file that cannot serve is refused by name (``PanelValidationError``)."""
     if spec is None or (spec == "auto" and source != "sp500"):
         return None
     if spec in ("auto", "sp500"):
@@ -162,16 +164,31 @@ def index_returns(spec: str | None, source: str, market: MarketData) -> np.ndarr
 
         prices = load_sp500_index().iloc[:, 0]
     else:
-        path = Path(spec)
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        if "date" not in frame.columns or frame.shape[1] != 2:
-            raise ValueError(f"{path}: an index file has two columns, 'date' and the index level")
-        prices = frame.set_index(pd.to_datetime(frame["date"])).drop(columns="date").iloc[:, 0].astype(float)
-        if (prices <= 0).any() or prices.isna().any():
-            raise ValueError(f"{path}: index levels must be positive numbers")
+        prices = _read_index_file(Path(spec))
     dates = pd.DatetimeIndex(market.dates)
     aligned = prices.sort_index().reindex(prices.index.union(dates)).ffill().reindex(dates)
     return aligned.pct_change().to_numpy()
+
+
+def _read_index_file(path: Path) -> pd.Series:
+    """Index levels by date from a CSV or Parquet file of two columns, ``date`` and the level."""
+    where = Location(str(path))
+    if not path.is_file():
+        raise PanelValidationError(where, "no such index file (backtest.index)")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise PanelValidationError(where, f"cannot read the index file: {err}") from None
+    if "date" not in frame.columns or frame.shape[1] != 2:
+        raise PanelValidationError(where, "an index file has two columns, 'date' and the index level")
+    try:
+        dates = pd.to_datetime(frame["date"])
+        levels = pd.to_numeric(frame.drop(columns="date").iloc[:, 0])
+    except (ValueError, TypeError) as err:
+        raise PanelValidationError(where, f"dates and index levels must parse: {err}") from None
+    if (levels <= 0).any() or levels.isna().any():
+        raise PanelValidationError(where, "index levels must be positive numbers")
+    return pd.Series(levels.to_numpy(dtype=float), index=pd.DatetimeIndex(dates))
 
 
 def index_run(
@@ -181,7 +198,10 @@ def index_run(
     if returns is None:
         return None
     if not np.isfinite(returns[period[0] + 1 : period[1] + 1]).all():
-        raise ValueError("the index series does not cover the whole test period")
+        first, last = market.dates[period[0]], market.dates[period[1]]
+        raise PanelValidationError(
+            Location(str(spec)), f"the index does not cover the whole test period ({first} .. {last})"
+        )
     decisions = rebalance_dates(period[0], period[1], every)
     return simulate(BuyAndHold(), returns[:, None], market.dates, np.array(["INDEX"]), decisions, period[1], cost_bps)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 import skfolio.measures as sk
 
 from rayfolio.data.conventions import CASH
+from rayfolio.data.schema import PanelValidationError
 from rayfolio.rl import measures
 from rayfolio.rl.agents import AgentAllocator
 from rayfolio.rl.backtest import rebalance_dates, run_backtest, simulate
@@ -26,6 +28,7 @@ from rayfolio.rl.config import BacktestConfig
 from rayfolio.rl.env import PortfolioEnv
 from rayfolio.rl.market import ensemble_forecasts
 from rayfolio.rl.report import write_backtest
+from rayfolio.rl.stage import index_returns, index_run
 from tests.rl.conftest import SMALL_ENV, hand_market
 
 
@@ -195,3 +198,26 @@ def test_backtest_output_files(small_market, tmp_path):
     for plot in result.plots:
         assert plot.stat().st_size > 10_000
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_index_file_gives_daily_returns_and_bad_ones_are_refused_by_name(tmp_path):
+    market = hand_market(np.zeros((6, 2)))
+    good = tmp_path / "index.csv"
+    good.write_text("date,level\n2019-12-31,100\n2020-01-01,100\n2020-01-02,110\n2020-01-04,99\n")
+    returns = index_returns(str(good), "csv", market)  # 2020-01-03 missing: the level carries over
+    np.testing.assert_allclose(returns[1:], [0.1, 0.0, -0.1, 0.0, 0.0])
+    cases = {
+        "missing.csv": (None, "no such index file"),
+        "three.csv": ("date,a,b\n2020-01-01,1,2\n", "an index file has two columns, 'date' and the index level"),
+        "negative.csv": ("date,level\n2020-01-01,-1\n", "index levels must be positive numbers"),
+        "text.csv": ("date,level\n2020-01-01,high\n", "dates and index levels must parse"),
+    }
+    for name, (text, message) in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        with pytest.raises(PanelValidationError, match=f"^{re.escape(str(tmp_path / name))}: {message}"):
+            index_returns(str(tmp_path / name), "csv", market)
+    short = tmp_path / "short.csv"
+    short.write_text("date,level\n2020-01-03,100\n2020-01-04,101\n")
+    with pytest.raises(PanelValidationError, match="does not cover the whole test period"):
+        index_run(str(short), "csv", market, (0, 5), 1, 10.0)
