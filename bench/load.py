@@ -25,6 +25,7 @@ class Outcome:
     attempts: int
     request_id: str | None
     retry_after: str | None = None
+    error_code: str | None = None  # of a JSON error body ({"error": {"code": ...}}); None: not one
 
 
 def body_for(rng: random.Random, symbols: list[str]) -> dict:
@@ -35,11 +36,17 @@ def body_for(rng: random.Random, symbols: list[str]) -> dict:
 
 
 def steady_load(
-    base_url: str, key: str, symbols: list[str], seconds: float, workers: int, rate: float | None = None
+    base_url: str,
+    key: str | list[str],
+    symbols: list[str],
+    seconds: float,
+    workers: int,
+    rate: float | None = None,
+    retry: bool = True,
 ) -> list[Outcome]:
     """``workers`` clients posting recommendations for ``seconds``, back to back or together at
-    most ``rate`` per second; a 5xx or a connection error is retried once, after 0.25 s, with the
-    same Idempotency-Key."""
+    most ``rate`` per second; ``key``: one for all, or one per client. With ``retry`` a 5xx or a
+    connection error is retried once, after 0.25 s, with the same Idempotency-Key."""
     outcomes: list[Outcome] = []
     deadline = time.monotonic() + seconds
 
@@ -48,12 +55,13 @@ def steady_load(
         # the service it measures (a replacement replica most of all). Linux: per thread.
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
         rng, gap = random.Random(seed), 0.0 if rate is None else workers / rate
+        own = key[seed] if isinstance(key, list) else key
         with httpx.Client(base_url=base_url, timeout=30) as http:
             while time.monotonic() < deadline:
                 body, started = body_for(rng, symbols), time.monotonic()
-                headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
+                headers = {"Authorization": f"Bearer {own}", "Idempotency-Key": uuid.uuid4().hex}
                 status, request_id, attempts = 0, None, 0
-                for attempts in (1, 2):
+                for attempts in (1, 2) if retry else (1,):
                     try:
                         r = http.post("/v1/recommendations", json=body, headers=headers)
                         status = r.status_code
@@ -83,19 +91,30 @@ def _raw_request(url: httpx.URL, key: str, body: dict) -> bytes:
     return head.encode() + content
 
 
+def _error_code(body: bytes) -> str | None:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    return error.get("code") if isinstance(error, dict) else None
+
+
 async def _send(url: httpx.URL, payload: bytes) -> Outcome:
-    """One request on a new connection; the status and Retry-After of its answer."""
+    """One request on a new connection; the status, Retry-After and error code of its answer."""
     started = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(url.host, url.port), 60)
         writer.write(payload)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        body = await asyncio.wait_for(reader.read(), 60) if status != 200 else b""  # Connection: close
         writer.close()
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return Outcome(started, time.monotonic() - started, 0, 1, None)
-    lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
-    return Outcome(started, time.monotonic() - started, int(lines[0].split()[1]), 1, None, headers.get("retry-after"))
+    return Outcome(started, time.monotonic() - started, status, 1, None, headers.get("retry-after"),
+                   _error_code(body))  # fmt: skip
 
 
 # Plain asyncio streams, not an HTTP library: the crowd must cost the shared CPU far less than the service.

@@ -147,8 +147,9 @@ def main() -> None:
     from ray import serve
 
     from rayfolio.cluster.config import RunConfig
-    from rayfolio.serving.app import ServeSettings, build_app
     from rayfolio.serving.audit import sqlite_url
+    from rayfolio.serving.builder import build_app
+    from rayfolio.serving.settings import ServeSettings
 
     ray.init(logging_level="ERROR", include_dashboard=False)
     port = free_port()

@@ -34,6 +34,8 @@ SPLITS = SplitConfig(train_end=dt.date(2001, 6, 30), validation_start=dt.date(20
 ENV = EnvConfig(window=10, rebalance_every=5)
 USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
 BURSTY = "bursty-key-0123456789"  # spends its whole rate-limit burst in one test
+CLIENTS = tuple(f"client-{i:02d}-key-0123456789" for i in range(64))  # one key per concurrent client
+KEYS = ",".join([USER, OTHER, BURSTY, *CLIENTS, f"{ADMIN}:admin"])
 
 
 def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
@@ -79,7 +81,7 @@ def tiny_settings(root: Path, **overrides) -> ServeSettings:
                          audit_url=sqlite_url(root / "audit.db"), **overrides)  # fmt: skip
 
 
-def serve_tiny(settings: ServeSettings, keys: str = f"{USER},{OTHER},{BURSTY},{ADMIN}:admin") -> httpx.Client:
+def serve_tiny(settings: ServeSettings, keys: str = KEYS) -> httpx.Client:
     """Serve ``settings`` on a free 127.0.0.1 port (the audit secret "audit-secret"); a client for it."""
     from ray import serve
 
@@ -90,7 +92,7 @@ def serve_tiny(settings: ServeSettings, keys: str = f"{USER},{OTHER},{BURSTY},{A
     return httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
 
 
-def in_process_service(settings: ServeSettings, keys: str = f"{USER},{OTHER},{BURSTY},{ADMIN}:admin"):
+def in_process_service(settings: ServeSettings, keys: str = KEYS):
     """The ingress's app without Serve: the same ``create_app`` and service, its deployments'
     classes running in this process (``LocalHandle``). Returns the FastAPI app."""
     from rayfolio.serving.api import create_app

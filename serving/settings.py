@@ -82,8 +82,9 @@ class ServeSettings(BaseModel):
     @property
     def serve_max_ongoing(self) -> int:
         """Serve's own per-replica limit, a backstop above the app's admission: requests past
-        ``max_in_flight`` must reach the app to get its JSON 503 (Serve's proxy answers plain text)."""
-        return 2 * self.max_in_flight
+        ``max_in_flight`` must reach the app to get its JSON 503 (Serve's proxy answers plain text);
+        a shed answer costs the replica little, so a few times as many may reach it."""
+        return 4 * self.max_in_flight
 
     @property
     def serve_max_queued(self) -> int:

@@ -19,8 +19,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.serving.conftest import SPLITS
-from tests.serving.tiny_service import USER, auth, free_port, tiny_settings
+from bench.tiny_market import SPLITS, USER, auth, free_port, tiny_settings
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,11 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.tiny_market import ADMIN, BURSTY, OTHER, USER, auth, serve_tiny, tiny_settings
 from rayfolio.data.store import FeatureStore
-from rayfolio.serving.app import build_app
 from rayfolio.serving.audit import RECORDS, AuditLog
+from rayfolio.serving.builder import build_app
 from rayfolio.serving.risk import HouseLimits
-from tests.serving.tiny_service import ADMIN, BURSTY, OTHER, USER, auth, serve_tiny, tiny_settings
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +256,39 @@ def test_one_keys_records_are_never_visible_with_another_key(service):
     owners = {r["request_id"]: r["key_id"] for r in records}
     assert owners[mine.json()["request_id"]] != owners[theirs.json()["request_id"]]
     assert USER not in json.dumps(records) and OTHER not in json.dumps(records)  # keys are never stored
+
+
+@pytest.mark.parametrize("clients", [16, 64])
+def test_concurrent_clients_with_their_own_keys_all_get_answers(service, clients):
+    """Normal load: every client (its own key, under its rate limit) gets 200, never 503 or 429."""
+    import collections
+
+    from bench.load import steady_load
+    from bench.tiny_market import CLIENTS
+
+    client, _, store = service
+    symbols = sorted(store.to_pandas()["symbol"].unique().tolist())
+    outcomes = steady_load(str(client.base_url), list(CLIENTS[:clients]), symbols, seconds=4, workers=clients,
+                           rate=clients * 0.75, retry=False)  # fmt: skip
+    statuses = collections.Counter(o.status for o in outcomes)
+    assert len(outcomes) >= clients and statuses == {200: len(outcomes)}, statuses
+
+
+def test_a_method_a_route_does_not_take_names_the_ones_it_does(service):
+    client, _, _ = service
+    r = client.request("OPTIONS", "/v1/models/reload", headers=auth(ADMIN))
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.json()["error"]["code"] == "method_not_allowed"
+    r = client.request("DELETE", "/v1/recommendations", headers=auth(USER))
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_requests_are_strict_numbers_are_numbers(service):
+    client, _, _ = service
+    for profile in ({"risk_tolerance": False}, {"risk_tolerance": "0.5"}, {"horizon_days": "20"}):
+        r = client.post("/v1/recommendations", json={"risk_profile": profile}, headers=auth(USER))
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (profile, r.text)
+    document = client.get("/openapi.json").json()
+    horizon = document["components"]["schemas"]["RiskProfileIn"]["properties"]["horizon_days"]
+    assert horizon["enum"] == [5, 20, 60]
+    weights = document["components"]["schemas"]["RecommendationRequest"]["properties"]["portfolio"]
+    assert weights["additionalProperties"]["minimum"] == 0 and weights["propertyNames"]["enum"]
