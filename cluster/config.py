@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from rayfolio.data.config import DataConfig
 from rayfolio.data.splits import SplitConfig
@@ -45,6 +47,14 @@ class RunConfig(BaseModel):
     registry: Path | None = None  # None: RAYFOLIO_REGISTRY, else runs/registry
     ray: RayConfig = RayConfig()
 
+    @model_validator(mode="after")
+    def _forecasts_for_the_agents(self) -> RunConfig:
+        if self.allocation.env.forecast_features and not self.forecasters.families:
+            raise ValueError(
+                "allocation.env.forecast_features needs forecasts: list forecasters.families, or turn it off"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return self.runs_dir / self.name
@@ -59,21 +69,53 @@ class RunConfig(BaseModel):
         return Path(override or self.registry or os.environ.get("RAYFOLIO_REGISTRY") or "runs/registry").resolve()
 
 
-def load_config(path: str | Path | None) -> RunConfig:
-    """The config at ``path``, or the built-in quickstart defaults when None."""
-    if path is None:
-        return RunConfig()
-    path = Path(path)
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """The config at ``path`` (None: the built-in quickstart defaults) with
+    ``overrides`` (nested sections, e.g. from command-line flags) merged in,
+    validated as a whole before anything runs. Every problem is named by its
+    key and what is allowed, in one ``ConfigError``."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
-    try:
-        return RunConfig.model_validate(raw)
+        return RunConfig.model_validate(_merged(raw, overrides or {}))
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        problems = "; ".join(_problem(e) for e in err.errors())
+        raise ConfigError(f"{path or 'command-line options'}: {problems}") from None
+
+
+def check_env_features(config: RunConfig, available: Iterable[str], where: str) -> None:
+    """Refuse agents' features that ``where`` (a source or a store) does not have:
+    ``atr_14``, say, needs high and low prices. Checked before any stage runs."""
+    available = list(available)
+    missing = [name for name in config.allocation.env.features if name not in available]
+    if missing:
+        raise ConfigError(
+            f"allocation.env.features: {', '.join(map(repr, missing))} not available from {where} "
+            f"(it has: {', '.join(available)})"
+        )
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        inner = out.get(key)
+        out[key] = _merged(inner, value) if isinstance(value, dict) and isinstance(inner, dict) else value
+    return out
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """``allocation.agents.algorithms.0: Input should be 'ppo' or 'sac' (got 'dqn')``: the key, the rule, the value."""
+    key = ".".join(map(str, error["loc"])) or "config"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    got = f" (got {value!r})" if isinstance(value, str | int | float) and error["type"] != "missing" else ""
+    return f"{key}: {message}{got}"

@@ -1,4 +1,5 @@
-"""What a person reads about a feature store: splits, feature statistics, plots."""
+"""What a person reads about a feature store: splits, feature statistics, plots,
+and the data section of a run report."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from rayfolio.data.markdown import Report, image, table
 from rayfolio.data.splits import PurgedDateSplitter
-from rayfolio.data.store import FeatureStore
+from rayfolio.data.store import FeatureStore, StoreSummary
 
 SPLIT_COLOURS = {"train": "#4c78a8", "validation": "#f58518", "test": "#54a24b"}
 
@@ -65,6 +67,24 @@ def data_overview(store: FeatureStore, splitter: PurgedDateSplitter, plot_dir: P
         _regimes(frame, plot_dir / "volatility_regimes.png"),
     )
     return DataOverview(splits, features, moves, plots)
+
+
+def data_section(report: Report, summary: StoreSummary, overview: DataOverview, run_dir: Path) -> None:
+    """Add "Data" to ``report``: the store, the splits, feature statistics, the largest moves, the plots."""
+    report.add(
+        "Data",
+        f"{summary.rows:,} rows, {summary.symbols} symbols, {summary.start} .. {summary.end}; "
+        f"{len(summary.features)} features and {len(summary.labels)} labels, point in time "
+        "(a feature at date t uses only rows dated <= t).",
+        "Splits (the last horizon's worth of trading days before each boundary is purged, "
+        "so no label reaches into the next split):",
+        table(overview.splits, floatfmt=".0f"),
+        "Features and labels, statistics on the training split:",
+        table(overview.features),
+        "Largest one-day moves (check these first when a source looks wrong: splits, bad ticks):",
+        table(overview.largest_moves, floatfmt=".3f", index=False),
+        *(image(p, run_dir, p.stem.replace("_", " ")) for p in overview.plots),
+    )
 
 
 def _shade_splits(ax: plt.Axes, parts: dict[str, pd.DataFrame]) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rayfolio.data.conventions import DEFAULT_COST_BPS, TRADING_DAYS_PER_YEAR
+from rayfolio.data.features import FEATURES
 
 Algorithm = Literal["ppo", "sac"]
 
@@ -22,7 +25,7 @@ class EnvConfig(BaseModel):
     window: int = Field(20, ge=1)  # trading days of features per observation
     rebalance_every: int = Field(21, ge=1)  # trading days per step (21: monthly), the backtest's calendar too
     episode_steps: int = Field(24, ge=1)  # steps per training episode (24 monthly steps: two years)
-    cost_bps: float = Field(10.0, ge=0)  # per unit of turnover, charged on the traded amount
+    cost_bps: float = Field(DEFAULT_COST_BPS, ge=0)  # per unit of turnover, charged on the traded amount
     risk_penalty: Literal["none", "variance", "drawdown"] = "none"
     risk_coef: float = Field(0.0, ge=0)
     allow_short: bool = False  # long-only by default
@@ -32,6 +35,21 @@ class EnvConfig(BaseModel):
     # so the agents then learn on its first `forecast_train_fraction` and are chosen on the rest.
     forecast_features: bool = False
     forecast_train_fraction: float = Field(0.6, gt=0.0, lt=1.0)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Caught here, when the config is read, rather than as a traceback once the market is built;
+        # whether the store holds a feature (atr_14 needs high/low) is checked against the store.
+        known = [f.name for f in FEATURES]
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown feature {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}")
+        if not value:
+            raise ValueError("at least one feature")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a feature appears twice in {list(value)}")
+        return value
 
 
 class AlgorithmSearch(BaseModel):
@@ -76,7 +94,7 @@ class BacktestConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lookback: int = Field(252, ge=20)  # trading days of past returns behind every estimator refit
+    lookback: int = Field(TRADING_DAYS_PER_YEAR, ge=20)  # trading days of past returns behind every estimator refit
     top_k: int = Field(5, ge=1)  # assets held by the forecast-driven portfolio
     index: str | None = "auto"  # "auto": the S&P 500 index when the source is sp500; a CSV/Parquet path; null
     bootstrap_samples: int = Field(2_000, ge=100)

@@ -1,5 +1,6 @@
 """Backtest output (DESIGN.md): metrics.json, returns.parquet, weights.parquet
-and plots, every file written beside its final name and renamed into place."""
+and plots, every file written beside its final name and renamed into place;
+and the allocation and backtest sections of a run report."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,11 +18,34 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
+from rayfolio.data.markdown import Report, image, table
 from rayfolio.rl.backtest import StrategyRun
-from rayfolio.rl.config import BacktestConfig
+from rayfolio.rl.config import AllocationConfig, BacktestConfig
 from rayfolio.rl.measures import performance
 
+if TYPE_CHECKING:  # rl/stage.py writes its backtest with this module
+    from rayfolio.rl.stage import AllocationStage
+
 BENCHMARK = "equal_weight"  # the information ratio's reference
+
+# The metrics a command prints after a backtest, and every metric's name in the report's table.
+COMPARISON = ["sharpe", "sharpe_ci_low", "sharpe_ci_high", "annual_return", "volatility", "max_drawdown", "turnover"]
+COLUMNS = {
+    "annual_return": "annual return",
+    "volatility": "volatility",
+    "sharpe": "Sharpe",
+    "sharpe_ci_low": "Sharpe 95% CI low",
+    "sharpe_ci_high": "Sharpe 95% CI high",
+    "sortino": "Sortino",
+    "calmar": "Calmar",
+    "max_drawdown": "max drawdown",
+    "var_95": "VaR 95 (daily)",
+    "cvar_95": "CVaR 95 (daily)",
+    "turnover": "turnover (per year)",
+    "costs_paid": "costs paid (total)",
+    "information_ratio": "information ratio vs equal weight",
+}
 
 
 @dataclass(frozen=True)
@@ -136,3 +161,88 @@ def _weights(runs: dict[str, StrategyRun], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def allocation_section(report: Report, stage: AllocationStage, config: AllocationConfig, run_dir: Path) -> None:
+    """Add "Allocation agents" (the searches, every trial) and the backtest section to ``report``."""
+    env = config.env
+    searches = pd.DataFrame(
+        [
+            {
+                "agent": algorithm.upper(),
+                "trials (draws x seeds)": len(o.trials),
+                "failed trials": int((o.trials["status"] != "ok").sum()),
+                "chosen: seed": o.params["seed"],
+                "lr": o.params["lr"],
+                "gamma": o.params["gamma"],
+                "steps": o.timesteps,
+                "validation Sharpe": o.val_sharpe,
+                "deflated Sharpe": o.deflated_sharpe,
+                "registered": " ".join(stage.registered[f"{algorithm}-allocator"]),
+            }
+            for algorithm, o in stage.searches.items()
+        ]
+    ).set_index("agent")
+    trials = pd.concat([o.trials.assign(agent=a.upper()) for a, o in stage.searches.items()], ignore_index=True)
+    trial_columns = [c for c in ("agent", "sample", "seed", "lr", "gamma", "n_steps", "ent_coef", "best_val_sharpe",
+                                 "steps_per_s", "status") if c in trials.columns]  # fmt: skip
+    report.add(
+        "Allocation agents",
+        f"PPO and SAC (stable-baselines3) trade the {len(env.features)} features {', '.join(env.features)} over a "
+        f"{env.window}-day window of every asset, rebalancing every {env.rebalance_every} trading days at "
+        f"{env.cost_bps:g} bps per unit of turnover; the reward is the log growth of the portfolio's value after "
+        "costs. Each trial (one hyperparameter draw, one seed) is a Ray Tune trial that reports its validation "
+        "Sharpe after costs with a checkpoint; the chosen checkpoint has the best validation Sharpe of all, and "
+        "its deflated Sharpe counts every checkpoint as a try."
+        + (
+            " The observation also carries the forecasters' ensemble forecast per horizon; out-of-sample "
+            f"forecasts start with the validation split, so the agents learned on its first "
+            f"{env.forecast_train_fraction:.0%} and were chosen on the rest."
+            if env.forecast_features
+            else ""
+        ),
+        table(searches, floatfmt=".4g"),
+        "Every trial:",
+        table(trials[trial_columns], floatfmt=".4g", index=False),
+    )
+    backtest_section(report, stage.backtest, stage.notes, config, run_dir)
+
+
+def backtest_section(
+    report: Report, result: BacktestResult, notes: tuple[str, ...], config: AllocationConfig, run_dir: Path
+) -> None:
+    """Add "Backtest (test period, after costs)": the protocol, a verdict per agent, the metrics, the plots."""
+    env, bt = config.env, config.backtest
+    metrics = result.metrics.rename(columns=COLUMNS).drop(columns="days")
+    best = result.metrics.index[0]
+    agents = [a for a in config.agents.algorithms if a in result.metrics.index]
+    verdicts = []
+    for agent in agents:
+        m = result.metrics.loc[agent]
+        rivals = result.metrics.drop(index=agents)
+        top = rivals.index[0]
+        rival = rivals.iloc[0]["sharpe"]
+        beats = m["sharpe"] > rival
+        within = m["sharpe_ci_low"] <= rival <= m["sharpe_ci_high"]
+        verdicts.append(
+            f"**{agent.upper()}** Sharpe {m['sharpe']:.2f} (95% interval {m['sharpe_ci_low']:.2f} .. "
+            f"{m['sharpe_ci_high']:.2f}) {'beats' if beats else 'does not beat'} the best baseline, {top} "
+            f"({rival:.2f})" + ("; the difference is inside the interval, so not significant." if within else ".")
+        )
+    days = int(result.metrics["days"].iloc[0])
+    first, last = result.returns.index[0].date(), result.returns.index[-1].date()
+    report.add(
+        "Backtest (test period, after costs)",
+        f"Walk-forward on {first} .. {last} ({days} trading days): every strategy starts in cash, trades at the "
+        f"close of the same rebalance dates (every {env.rebalance_every} trading days) seeing only data dated up "
+        f"to that close, pays {env.cost_bps:g} bps per unit of turnover, and drifts with prices in between. "
+        f"Estimators (minimum variance, maximum Sharpe, HRP; skfolio) refit at every rebalance on the previous "
+        f"{bt.lookback} trading days. Sharpe: mean / std of daily net returns x sqrt({TRADING_DAYS_PER_YEAR}), no "
+        f"risk-free rate; intervals from a stationary bootstrap ({bt.bootstrap_samples} resamples, mean block "
+        f"{bt.bootstrap_block} days). Best Sharpe: **{best}**.",
+        *verdicts,
+        table(metrics, floatfmt=".3f"),
+        *notes,
+        *(image(p, run_dir, p.stem.replace("_", " ")) for p in result.plots),
+        "Files: " + ", ".join(f"`{os.path.relpath(f, run_dir)}`" for f in result.files) + ".",
+    )

@@ -33,20 +33,14 @@ def register(commands) -> None:
     show.set_defaults(func=_show)
 
 
-def _with_overrides(config, args: argparse.Namespace):
-    data = config.data
-    synthetic = data.synthetic.model_copy(
-        update={
-            k: v for k, v in (("n_assets", args.assets), ("n_days", args.days), ("seed", args.seed)) if v is not None
-        }
-    )
-    update = {"synthetic": type(data.synthetic).model_validate(synthetic.model_dump())}
-    if args.source is not None:
-        update["source"] = args.source
-    if args.horizons is not None:
-        update["horizons"] = args.horizons
-    new_data = type(data).model_validate({**data.model_dump(), **update})
-    return config.model_copy(update={"data": new_data})
+def _overrides(args: argparse.Namespace) -> dict:
+    """The flags given, as config sections: validated with the config file, named by their keys."""
+    synthetic = {"n_assets": args.assets, "n_days": args.days, "seed": args.seed}
+    data = {"source": args.source, "horizons": args.horizons}
+    given = {k: v for k, v in data.items() if v is not None}
+    if any(v is not None for v in synthetic.values()):
+        given["synthetic"] = {k: v for k, v in synthetic.items() if v is not None}
+    return {"data": given}
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -54,17 +48,19 @@ def _prepare(args: argparse.Namespace) -> None:
     from rayfolio.cluster.runtime import ray_connection
     from rayfolio.data.sources import make_source
     from rayfolio.data.store import prepare_feature_store
+    from rayfolio.data.validate import validate_before_ray
 
-    config = _with_overrides(load_config(args.config), args)
+    config = load_config(args.config, _overrides(args))
+    source = make_source(config.data.source, config.data.synthetic.to_config())
+    validate_before_ray(source)  # a small local file is refused in seconds, before Ray starts
     with ray_connection(config.ray, args.address):
-        source = make_source(config.data.source, config.data.synthetic.to_config())
         summary = prepare_feature_store(source, args.out, config.data.horizons)
     print("\n".join(summary.lines()))
 
 
 def _show(args: argparse.Namespace) -> None:
     from rayfolio.cluster.config import load_config
-    from rayfolio.cluster.report import table
+    from rayfolio.data.markdown import table
     from rayfolio.data.store import FeatureStore
 
     store = FeatureStore(load_config(args.config).store_dir(args.store))

@@ -38,7 +38,7 @@ def _registry(args: argparse.Namespace):
 def _models(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from rayfolio.cluster.report import table
+    from rayfolio.data.markdown import table
     from rayfolio.training.catalog import CATALOG
 
     registry = _registry(args)

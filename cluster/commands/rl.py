@@ -29,13 +29,13 @@ def register(commands) -> None:
 
 
 def _allocation(args: argparse.Namespace) -> None:
-    from rayfolio.cluster.config import ConfigError, load_config
-    from rayfolio.cluster.main_job import COMPARISON, _allocation_section, backtest_section
-    from rayfolio.cluster.report import Report, table
+    from rayfolio.cluster.config import ConfigError, check_env_features, load_config
     from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.data.markdown import Report, table
     from rayfolio.data.splits import PurgedDateSplitter
     from rayfolio.data.store import FeatureStore
     from rayfolio.rl.market import MarketData
+    from rayfolio.rl.report import COMPARISON, allocation_section, backtest_section
     from rayfolio.rl.stage import backtest, load_agents, read_forecasts, run_allocation
     from rayfolio.training.panel import Panel
     from rayfolio.training.registry import ModelRegistry
@@ -43,11 +43,17 @@ def _allocation(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     store = FeatureStore(config.store_dir(args.store))
     store.verify()
-    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
-    registry = ModelRegistry(config.registry_root(args.registry))
+    check_env_features(config, store.feature_names, f"the feature store {store.path}")
     forecasts = args.forecasts or config.run_dir / "forecasts.parquet"
     if args.forecasts is not None and not forecasts.is_file():
         raise ConfigError(f"{forecasts}: no such forecasts file")
+    if config.allocation.env.forecast_features and not forecasts.is_file():
+        raise ConfigError(
+            f"allocation.env.forecast_features is on but there are no forecasts at {forecasts}: "
+            "run `rayfolio run` (or pass --forecasts FILE), or turn it off"
+        )
+    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
+    registry = ModelRegistry(config.registry_root(args.registry))
     out = (args.out or config.run_dir / args.command).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report = Report(f"rayfolio {args.command} '{config.name}'")
@@ -56,7 +62,7 @@ def _allocation(args: argparse.Namespace) -> None:
             stage = run_allocation(
                 store, splitter, config.allocation, out, registry, source=config.data.source, forecasts_path=forecasts
             )
-        _allocation_section(report, stage, config, out)
+        allocation_section(report, stage, config.allocation, out)
         result = stage.backtest
     else:
         panel = Panel.from_store(store)
@@ -64,6 +70,6 @@ def _allocation(args: argparse.Namespace) -> None:
         agents, loaded = load_agents(registry, panel, splitter, config.allocation, frame)
         market = MarketData.from_panel(panel, splitter, config.allocation.env, forecasts=frame)
         result, notes = backtest(market, config.allocation, agents, source=config.data.source, forecasts=frame, out=out)
-        backtest_section(report, result, (*loaded, *notes), config, out)
+        backtest_section(report, result, (*loaded, *notes), config.allocation, out)
     print(table(result.metrics[COMPARISON], floatfmt=".3f"))
     print(f"report: {report.write(out / 'report.md')}")

@@ -18,4 +18,4 @@ def _run(args: argparse.Namespace) -> None:
     from rayfolio.cluster.config import load_config
     from rayfolio.cluster.main_job import run_main_job
 
-    run_main_job(load_config(args.config), address=args.address, store_dir=args.out)
+    print(f"report: {run_main_job(load_config(args.config), address=args.address, store_dir=args.out)}")

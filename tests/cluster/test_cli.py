@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -42,6 +43,45 @@ def test_every_command_prints_help(command, capsys):
         main([*command, "--help"])
     assert exited.value.code == 0
     assert f"usage: rayfolio {' '.join(command)}" in capsys.readouterr().out
+
+
+HELP_PROBE = """
+import argparse, contextlib, io, json, sys
+from rayfolio.cluster.cli import build_parser, main
+
+def paths(parser, prefix=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield (*prefix, name)
+                yield from paths(child, (*prefix, name))
+
+commands = [[]] + [list(p) for p in paths(build_parser())]
+for command in commands:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main([*command, "--help"])
+heavy = [m for m in ("torch", "ray.data", "ray.train", "ray.tune", "ray.serve") if m in sys.modules]
+print(json.dumps({"commands": commands, "heavy": heavy}))
+"""
+
+
+def test_help_loads_no_heavy_module():
+    """`--help` of every command answers without importing torch or Ray's libraries (a fresh
+    interpreter: this test session has imported them already)."""
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    probe = json.loads(done.stdout)
+    assert {"run", "rl", "backtest", "serve", "models", "submit"} <= {c[0] for c in probe["commands"] if c}
+    assert ["data", "prepare"] in probe["commands"] and ["models", "promote"] in probe["commands"]
+    assert probe["heavy"] == []
+
+
+@pytest.mark.parametrize("argv", [["--verbose", "data", "show"], ["data", "show", "-v"], ["-q", "models", "list"]])
+def test_verbosity_flags_before_or_after_the_command(argv):
+    from rayfolio.cluster.cli import VERBOSE, build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.verbosity == (VERBOSE if "-q" not in argv else logging.WARNING)
 
 
 def test_data_prepare_synthetic(tmp_path, ray_session, capsys):
@@ -110,9 +150,11 @@ def tiny_run_config(tmp_path: Path) -> Path:
 def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert main(["run", "--config", str(tiny_run_config(tmp_path))]) == 0
     run_dir = tmp_path / "runs" / "tiny"
-    printed = capsys.readouterr().out
-    assert "[1/3] data" in printed and "[2/3] forecasters" in printed and "[3/3] allocation" in printed
-    assert f"report: {run_dir / 'report.md'}" in printed
+    printed = capsys.readouterr()
+    # Progress (stage lines, timings) on stderr; the result, the report's path, on stdout.
+    assert "[1/3] data" in printed.err and "[2/3] forecasters" in printed.err and "[3/3] allocation" in printed.err
+    assert "timings: data " in printed.err and "total " in printed.err
+    assert printed.out.strip() == f"report: {run_dir / 'report.md'}"
     report = (run_dir / "report.md").read_text()
     assert "| train " in report and "| rsi_14 " in report and "Largest one-day moves" in report
     for plot in ("prices.png", "volatility_regimes.png"):

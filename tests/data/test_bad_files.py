@@ -10,6 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from rayfolio.cluster.cli import main
+from rayfolio.data.schema import PanelValidationError
+from rayfolio.data.sources import file_source
+from rayfolio.data.store import prepare_feature_store
 
 HEADER = "date,symbol,open,high,low,close,volume\n"
 GOOD = "2020-01-02,AAA,10,11,9,10.5,1000\n2020-01-03,AAA,10.5,11,10,10.8,1200\n"
@@ -72,6 +75,12 @@ def test_a_malformed_file_is_refused_by_name_and_nothing_is_written(
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"rayfolio: error: {source}") and expected in error, error
     assert "Traceback" not in error
+    assert not out.exists()
+    # The CLI refused it in process, before Ray; the Ray Data path (large or remote inputs) runs the
+    # same checks and must refuse it with the same words.
+    with pytest.raises(PanelValidationError) as on_ray:
+        prepare_feature_store(file_source(str(source)), out, (5,))
+    assert error == f"rayfolio: error: {on_ray.value}"
     assert not out.exists()
 
 

@@ -1,4 +1,9 @@
-"""The run report: Markdown with tables and plots, written atomically."""
+"""Markdown reports: sections of text, tables and plots, written atomically.
+
+Generic helpers every stage's report section uses (training/report.py,
+rl/report.py, the run report in cluster/); they live in data/, the lowest
+folder, so that every folder above may import them.
+"""
 
 from __future__ import annotations
 
