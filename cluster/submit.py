@@ -24,6 +24,7 @@ import asyncio
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import shlex
 import shutil
@@ -34,6 +35,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
+
+logger = logging.getLogger(__name__)
 
 EXCLUDES = ["runs/", ".venv/", "venv/", ".git/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/", "*.egg-info/"]
 # Forwarded to the job when set here: where it reads and writes, and the keys it may need.
@@ -102,8 +105,9 @@ def submit(
     env: dict[str, str] | None = None,
     stream: TextIO = sys.stdout,
 ) -> int:
-    """Submit ``rayfolio <command>`` as a job; with ``wait``, stream its logs and
-    return 0 if it succeeded, else 1 (without ``wait``: 0 once submitted)."""
+    """Submit ``rayfolio <command>`` as a job; with ``wait``, stream its logs and its
+    final status to ``stream`` (the command's output) and return 0 if it succeeded,
+    else 1 (without ``wait``: 0 once submitted, its id logged)."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     if not command:
@@ -126,8 +130,9 @@ def submit(
             runtime_env=runtime_env(Path(staging), working_dir, with_deps, forwarded | (env or {})),
             metadata={"rayfolio_command": shlex.join(command)},
         )
-    print(f"submitted {job_id} to {url} (dashboard: {url}/#/jobs/{job_id})", file=stream, flush=True)
+    logger.info("submitted %s to %s (dashboard: %s/#/jobs/%s)", job_id, url, url, job_id)
     if not wait:
+        print(job_id, file=stream, flush=True)  # the result: what `ray job status|logs|stop` take
         return 0
 
     async def follow() -> None:
