@@ -39,9 +39,9 @@ def ray_connection(config: RayConfig, address: str | None = None) -> Iterator[No
         # The dashboard binds 127.0.0.1 unless configured otherwise.
         context = ray.init(address="local", num_cpus=config.num_cpus, **options)
     _ray_data_progress(shown)
-    where = f"cluster at {target}" if target else "local dev mode"
     dashboard = getattr(context, "dashboard_url", None)
-    logger.info(f"ray {ray.__version__}: {where}" + (f", dashboard http://{dashboard}" if dashboard else ""))
+    where = f"cluster at {target}" if target else "local dev mode"
+    logger.info("ray %s: %s%s", ray.__version__, where, f", dashboard http://{dashboard}" if dashboard else "")
     try:
         yield
     finally:
@@ -56,4 +56,4 @@ def _ray_data_progress(shown: bool) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = shown
     for handler in logging.getLogger("ray.data").handlers:
         if handler.get_name() == "console":  # the handler Ray Data's logging config names so
-            handler.setLevel(logging.INFO if shown else logging.WARNING)
+            handler.setLevel(logging.INFO if shown else logging.ERROR)  # as ray.init's logging_level
