@@ -97,16 +97,21 @@ def _tune_console(level: int) -> Iterator[None]:
             os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
-def _expected_errors() -> tuple[type[Exception], ...]:
-    """The errors a user can cause (bad files, configs, names); imported only once a command runs."""
-    from rayfolio.cluster.config import ConfigError
-    from rayfolio.cluster.submit import SubmitError
-    from rayfolio.data.schema import PanelValidationError
-    from rayfolio.data.store import FeatureStoreError
-    from rayfolio.serving.auth import KeyConfigError
-    from rayfolio.training.registry import RegistryError
+# The errors a user can cause (bad files, configs, names, keys): (module, class).
+EXPECTED_ERRORS = (
+    ("rayfolio.cluster.config", "ConfigError"),
+    ("rayfolio.data.schema", "PanelValidationError"),
+    ("rayfolio.data.store", "FeatureStoreError"),
+    ("rayfolio.training.registry", "RegistryError"),
+    ("rayfolio.serving.auth", "KeyConfigError"),
+    ("rayfolio.cluster.submit", "SubmitError"),
+)
 
-    return (ConfigError, PanelValidationError, FeatureStoreError, RegistryError, KeyConfigError, SubmitError)
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    """The expected error classes whose modules are loaded: an error cannot come from a module
+    never imported, and importing one (the registry loads torch) would slow every refusal."""
+    return tuple(getattr(sys.modules[m], name) for m, name in EXPECTED_ERRORS if m in sys.modules)
 
 
 def user_error(err: BaseException, expected: tuple[type[Exception], ...]) -> Exception | None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from rayfolio.data.config import DataConfig
 from rayfolio.data.splits import SplitConfig
 from rayfolio.rl.config import AllocationConfig
-from rayfolio.training.stage import ForecastersConfig
+from rayfolio.training.config import ForecastersConfig
 
 
 class ConfigError(ValueError):

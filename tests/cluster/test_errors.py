@@ -131,3 +131,13 @@ def test_an_unexpected_error_is_not_hidden(tmp_path, monkeypatch):
     monkeypatch.setattr(data_command, "_show", broken)
     with pytest.raises(KeyError):
         main(["data", "show", str(tmp_path)])
+
+
+def test_every_expected_error_class_exists():
+    """The CLI names the errors a user can cause by module and class: a move must update the list."""
+    import importlib
+
+    from rayfolio.cluster.cli import EXPECTED_ERRORS
+
+    for module, name in EXPECTED_ERRORS:
+        assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
