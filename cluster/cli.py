@@ -102,6 +102,7 @@ EXPECTED_ERRORS = (
     ("rayfolio.cluster.config", "ConfigError"),
     ("rayfolio.data.schema", "PanelValidationError"),
     ("rayfolio.data.store", "FeatureStoreError"),
+    ("rayfolio.data.splits", "SplitError"),
     ("rayfolio.training.registry", "RegistryError"),
     ("rayfolio.serving.auth", "KeyConfigError"),
     ("rayfolio.cluster.submit", "SubmitError"),

@@ -11,7 +11,7 @@ _WHERE = {
     "build_feature_dataset": "pipeline", "build_features_local": "pipeline",
     "PanelValidationError": "schema",
     "SyntheticSource": "sources", "file_source": "sources", "make_source": "sources", "sp500_source": "sources",
-    "PurgedDateSplitter": "splits", "SplitConfig": "splits",
+    "PurgedDateSplitter": "splits", "SplitConfig": "splits", "SplitError": "splits",
     "FeatureStore": "store", "FeatureStoreError": "store", "prepare_feature_store": "store",
     "SyntheticPanelConfig": "synthetic",
     "validate_before_ray": "validate",

@@ -18,6 +18,12 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, model_validator
 
 SPLITS = ("train", "validation", "test")
+_KEYS = {"train": "splits.train_end", "validation": "splits.validation_start and validation_end",
+         "test": "splits.test_start"}  # fmt: skip
+
+
+class SplitError(ValueError):
+    """Split dates that leave a split empty on this panel: a config mistake, named by its keys."""
 
 
 class SplitConfig(BaseModel):
@@ -91,9 +97,9 @@ class PurgedDateSplitter:
         out = {"train": calendar[train], "validation": calendar[validation], "test": calendar[test]}
         for name, selected in out.items():
             if len(selected) == 0:
-                raise ValueError(
+                raise SplitError(
                     f"split '{name}' holds no dates after a purge of {self.purge} trading days "
-                    f"(panel covers {calendar[0]} .. {calendar[-1]})"
+                    f"(panel covers {calendar[0]} .. {calendar[-1]}): check {_KEYS[name]}"
                 )
         return out
 

@@ -141,3 +141,18 @@ def test_every_expected_error_class_exists():
 
     for module, name in EXPECTED_ERRORS:
         assert issubclass(getattr(importlib.import_module(module), name), Exception), (module, name)
+
+
+def test_splits_outside_the_data_are_one_line_naming_the_keys(tmp_path, ray_session, capsys):
+    """The quickstart's split dates on a panel of 2000-2001: no validation or test dates."""
+    config = _config(
+        tmp_path,
+        {"runs_dir": str(tmp_path / "runs"),
+         "data": {"source": "synthetic", "synthetic": {"n_assets": 2, "n_days": 300}, "horizons": [5]}},
+    )  # fmt: skip
+    assert main(["run", "--config", str(config)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("rayfolio: error: split 'validation' holds no dates") and lines[-1].endswith(
+        "check splits.validation_start and validation_end"
+    ), lines
+    assert not any("Traceback" in line for line in lines)
