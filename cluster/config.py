@@ -104,6 +104,13 @@ def check_env_features(config: RunConfig, available: Iterable[str], where: str) 
         )
 
 
+def check_index_file(config: RunConfig) -> None:
+    """A benchmark index file named in the config must exist before any stage runs."""
+    index = config.allocation.backtest.index
+    if index not in (None, "auto", "sp500") and not Path(index).is_file():
+        raise ConfigError(f"allocation.backtest.index: no such file {index}")
+
+
 def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in overrides.items():

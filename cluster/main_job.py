@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from rayfolio.cluster.config import RunConfig, check_env_features
+from rayfolio.cluster.config import RunConfig, check_env_features, check_index_file
 from rayfolio.cluster.runtime import ray_connection
 from rayfolio.data.features import available_features
 from rayfolio.data.markdown import Report, table
@@ -53,6 +53,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
     # Mistakes a user can make are refused here, in seconds, before Ray starts.
     validate_before_ray(source)
     check_env_features(config, [f.name for f in available_features(source.value_columns)], f"'{source.name}'")
+    check_index_file(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()

@@ -101,6 +101,13 @@ class BacktestConfig(BaseModel):
     bootstrap_block: int = Field(10, ge=1)  # mean block length (days) of the stationary bootstrap
     seed: int = 0
 
+    @field_validator("index")
+    @classmethod
+    def _index_kind(cls, value: str | None) -> str | None:
+        if value is None or value in ("auto", "sp500") or value.lower().endswith((".csv", ".parquet")):
+            return value
+        raise ValueError("'auto', 'sp500', null, or a .csv/.parquet file with columns 'date' and the index level")
+
 
 class AllocationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -29,7 +29,7 @@ def register(commands) -> None:
 
 
 def _allocation(args: argparse.Namespace) -> None:
-    from rayfolio.cluster.config import ConfigError, check_env_features, load_config
+    from rayfolio.cluster.config import ConfigError, check_env_features, check_index_file, load_config
     from rayfolio.cluster.runtime import ray_connection
     from rayfolio.data.markdown import Report, table
     from rayfolio.data.splits import PurgedDateSplitter
@@ -44,6 +44,7 @@ def _allocation(args: argparse.Namespace) -> None:
     store = FeatureStore(config.store_dir(args.store))
     store.verify()
     check_env_features(config, store.feature_names, f"the feature store {store.path}")
+    check_index_file(config)
     forecasts = args.forecasts or config.run_dir / "forecasts.parquet"
     if args.forecasts is not None and not forecasts.is_file():
         raise ConfigError(f"{forecasts}: no such forecasts file")

@@ -65,6 +65,8 @@ def _config(tmp_path: Path, sections: dict) -> Path:
          "allocation.env.forecast_features needs forecasts: list forecasters.families, or turn it off"),
         ({"data": {"horizons": [5, 0]}}, "data.horizons: horizons must be distinct positive trading-day counts"),
         ({"allocation": {"env": {"window": "twenty"}}}, "allocation.env.window: Input should be a valid integer"),
+        ({"allocation": {"backtest": {"index": "spx.xlsx"}}},
+         "allocation.backtest.index: 'auto', 'sp500', null, or a .csv/.parquet file"),
     ],
 )  # fmt: skip
 def test_a_bad_config_value_is_one_line_naming_the_key_and_what_is_allowed(sections, expected, tmp_path, capsys):
@@ -83,6 +85,10 @@ def test_a_feature_the_source_cannot_give_is_refused_before_anything_runs(tmp_pa
     assert main(["run", "--config", str(config)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("rayfolio: error: allocation.env.features: 'atr_14' not available from 'sp500'"), error
+    assert not (tmp_path / "runs").exists()
+    config = _config(tmp_path, {"runs_dir": str(tmp_path / "runs"), "allocation": {"backtest": {"index": "no.csv"}}})
+    assert main(["run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == "rayfolio: error: allocation.backtest.index: no such file no.csv\n"
     assert not (tmp_path / "runs").exists()
 
 
