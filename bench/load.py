@@ -91,6 +91,18 @@ def _raw_request(url: httpx.URL, key: str, body: dict) -> bytes:
     return head.encode() + content
 
 
+def _dechunk(body: bytes) -> bytes:
+    """A chunked transfer-encoded body's content."""
+    out, rest = b"", body
+    while rest:
+        size, _, rest = rest.partition(b"\r\n")
+        n = int(size.split(b";")[0] or b"0", 16)
+        if n == 0:
+            break
+        out, rest = out + rest[:n], rest[n + 2 :]
+    return out
+
+
 def _error_code(body: bytes) -> str | None:
     try:
         error = json.loads(body).get("error")
@@ -113,6 +125,8 @@ async def _send(url: httpx.URL, payload: bytes) -> Outcome:
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return Outcome(started, time.monotonic() - started, 0, 1, None)
     headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(body)
     return Outcome(started, time.monotonic() - started, status, 1, None, headers.get("retry-after"),
                    _error_code(body))  # fmt: skip
 

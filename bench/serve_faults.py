@@ -28,9 +28,12 @@ def running_ingress() -> int:
 
 
 def ingress_pids() -> dict[str, int]:
+    import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    # This session's cluster by address: other Ray instances on the machine make auto-detection refuse.
+    address = ray.get_runtime_context().gcs_address
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.actor_id: a.pid for a in actors if a.class_name.endswith(":Ingress")}
 
 

@@ -45,9 +45,12 @@ def two_replicas(ray_session, tmp_path_factory):
 
 def ingress_replicas() -> dict[str, int]:
     """actor id -> pid of the live ingress replicas."""
+    import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    # This session's cluster by address: other Ray instances on the machine make auto-detection refuse.
+    address = ray.get_runtime_context().gcs_address
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.actor_id: a.pid for a in actors if a.class_name.endswith(":Ingress")}
 
 
@@ -125,7 +128,8 @@ def test_overload_is_shed_with_retry_after_and_service_comes_back(two_replicas):
           f"first success {recovery.get('at', float('nan')):.2f} s after the overload")  # fmt: skip
     assert shed, "nothing was shed at 4x"
     assert all(o.retry_after is not None and int(o.retry_after) >= 1 for o in shed)
-    assert all(o.error_code == "overloaded" for o in shed if o.status == 503), {o.error_code for o in shed}
+    codes = collections.Counter(o.error_code for o in shed if o.status == 503)
+    assert set(codes) == {"overloaded"}, codes  # the JSON error model, never Serve's plain text
     assert not [o for o in outcomes if (o.status >= 500 and o.status != 503) or o.status == 0], statuses
     assert "at" in recovery, "no request succeeded after the overload"
 
