@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.store import FeatureStoreError
 from rayfolio.rl.config import EnvConfig
 from rayfolio.training.baselines import BASELINES as FORECAST_BASELINES
 from rayfolio.training.panel import Normalizer, Panel
@@ -86,12 +87,12 @@ class MarketData:
         feature_names = env.features
         missing = [f for f in feature_names if f not in panel.feature_names]
         if missing:
-            raise ValueError(
+            raise FeatureStoreError(
                 f"environment features {missing} are not in the feature store "
                 f"(it has: {', '.join(panel.feature_names)})"
             )
         if "ret_1" not in panel.feature_names:
-            raise ValueError("the feature store has no ret_1 column: the allocators need daily returns")
+            raise FeatureStoreError("the feature store has no ret_1 column: the allocators need daily returns")
         columns = [panel.feature_names.index(f) for f in feature_names]
         raw = panel.features[..., columns]
         present = np.isfinite(panel.features).any(axis=-1)  # (T, N): the asset has a row that day
@@ -106,13 +107,13 @@ class MarketData:
         names = tuple(feature_names)
         if env.forecast_features:
             if forecasts is None:
-                raise ValueError(
+                raise FeatureStoreError(
                     "forecast_features is on but there are no forecasts: run the forecasters first "
                     "(rayfolio run writes forecasts.parquet) or turn it off"
                 )
             ensemble, horizons, networks = ensemble_forecasts(forecasts, panel.dates, panel.symbols)
             if not networks:
-                raise ValueError("forecast_features is on but the forecasts hold no network's forecasts")
+                raise FeatureStoreError("forecast_features is on but the forecasts hold no network's forecasts")
             raw = np.concatenate([raw, ensemble.astype(np.float32)], axis=-1)
             names += tuple(f"forecast_{h}d" for h in horizons)
             # Out-of-sample forecasts start with validation: the agents learn on its

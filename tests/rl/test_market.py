@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from rayfolio.data.store import FeatureStoreError
 from rayfolio.rl.env import PortfolioEnv
 from rayfolio.rl.market import MarketData, ensemble_forecasts
 from tests.rl.conftest import SMALL_ENV, hand_market
@@ -65,10 +66,10 @@ def test_forecast_features_add_a_channel_per_horizon_and_move_the_agents_into_va
 
 def test_forecast_features_without_forecasts_are_refused(small_panel, small_splitter):
     env = SMALL_ENV.model_copy(update={"forecast_features": True})
-    with pytest.raises(ValueError, match="no forecasts: run the forecasters first"):
+    with pytest.raises(FeatureStoreError, match="no forecasts: run the forecasters first"):
         MarketData.from_panel(small_panel, small_splitter, env)
 
 
 def test_unknown_environment_features_are_named(small_panel, small_splitter):
-    with pytest.raises(ValueError, match=r"\['rsi_99'\] are not in the feature store"):
+    with pytest.raises(FeatureStoreError, match=r"\['rsi_99'\] are not in the feature store"):
         MarketData.from_panel(small_panel, small_splitter, SMALL_ENV.model_copy(update={"features": ("rsi_99",)}))
