@@ -9,7 +9,7 @@ overload a request succeeded again. Targets (issue 7): shed quickly, no other 5x
 full service within 5 s. The same scenario as tests/reliability/test_serve_faults.py, which
 asserts the behaviour; this prints the times.
 
-    python -m bench.serve_overload [--factor 4] [--duration 30] [--max-in-flight 8]
+    python -m bench.serve_overload [--factor 4] [--duration 30] [--max-in-flight 8] [--headroom N] [--max-queued N]
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--factor", type=float, default=4.0)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--max-in-flight", type=int, default=8, help="max_in_flight per ingress replica")
+    parser.add_argument("--headroom", type=int, help="serve_headroom (default: the settings')")
+    parser.add_argument("--max-queued", type=int, help="serve_max_queued (default: the settings')")
     args = parser.parse_args()
 
     import ray
@@ -37,9 +39,12 @@ def main() -> None:
     from rayfolio.serving.settings import Autoscaling
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    backstop = {"serve_headroom": args.headroom, "serve_max_queued": args.max_queued}
+    backstop = {k: v for k, v in backstop.items() if v is not None}
     with tempfile.TemporaryDirectory() as tmp:
         settings = tiny_settings(Path(tmp), ingress=Autoscaling(min_replicas=2, max_replicas=2), rate_per_key=1e5,
-                                 burst_per_key=100_000, max_in_flight=args.max_in_flight)  # fmt: skip
+                                 burst_per_key=100_000, max_in_flight=args.max_in_flight,
+                                 **backstop)  # fmt: skip
         client = serve_tiny(settings)
         symbols = sorted(FeatureStore(settings.store).to_pandas()["symbol"].unique().tolist())
         url = str(client.base_url)
@@ -52,7 +57,8 @@ def main() -> None:
         shed = [o for o in outcomes if o.status in (429, 503)]
         served = [o for o in outcomes if o.status == 200]
         other = sum(n for s, n in statuses.items() if s == 0 or (s >= 500 and s != 503))
-        print(f"two ingress replicas, {args.max_in_flight} requests in each at once (capacity {settings.capacity})")
+        print(f"two ingress replicas, {args.max_in_flight} requests in each at once (capacity {settings.capacity}); "
+              f"Serve: {settings.serve_max_ongoing} per replica, {settings.serve_max_queued} queued")  # fmt: skip
         print(f"capacity (6 closed-loop clients): {capacity:.1f} req/s")
         print(f"offered: {offered:.1f} req/s for {args.duration:.0f} s = {len(outcomes)} requests")
         print(f"answers: {dict(sorted(statuses.items()))}  (0 = no HTTP answer within 60 s)")

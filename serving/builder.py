@@ -24,7 +24,8 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     # One explanation at a time per replica (see Explainer.explain); more load means more replicas.
     explainer = serve.deployment(Explainer, name="Explainer").options(**settings.explainer.options(1)).bind(plain)
     # The app admits max_in_flight requests per replica and sheds the rest with a JSON 503; Serve's
-    # own limits sit above that as a backstop (its proxy's 503 is plain text).
+    # own limits sit a little above that as a cheap last-resort backstop (its proxy's 503 is plain
+    # text): see ServeSettings.serve_headroom.
     ingress = serve.deployment(Ingress, name="Ingress").options(
         **settings.ingress.options(settings.serve_max_ongoing, runtime_env={"env_vars": secrets_from(environ)}),
         max_queued_requests=settings.serve_max_queued,

@@ -65,6 +65,15 @@ class ServeSettings(BaseModel):
     # ingress replicas x this (bench/serve_load.py: 64 clients on one replica all answered).
     max_in_flight: int = Field(64, ge=1)
     retry_after_s: float = Field(1.0, gt=0)
+    # Serve's own limits, a last-resort backstop above the app's admission. Each request the proxy
+    # forwards costs it a hop into a replica, shed or not; past what it can forward its backlog grows
+    # without bound (bench/serve_overload.py: 4x 32 per replica + 128 queued left 642 of ~8,300
+    # requests unanswered, service back after 27 s). So Serve lets only ``serve_headroom`` requests
+    # past max_in_flight reach a replica (the app sheds those with its JSON 503) and queues at most
+    # ``serve_max_queued`` in its proxy; beyond that the proxy answers its own 503 (plain text,
+    # Retry-After) without a hop. The figures measured: cluster/serve_config.yaml.
+    serve_headroom: int = Field(8, ge=1)
+    serve_max_queued: int = Field(32, ge=1)
     insecure_dev: bool = False  # no keys: every request is an anonymous admin (local dev only)
     ingress: Autoscaling = Autoscaling(max_replicas=2)
     ensemble: Autoscaling = Autoscaling(num_cpus=0.5)
@@ -81,17 +90,8 @@ class ServeSettings(BaseModel):
 
     @property
     def serve_max_ongoing(self) -> int:
-        """Serve's own per-replica limit, a backstop above the app's admission: requests past
-        ``max_in_flight`` must reach the app to get its JSON 503 (Serve's proxy answers plain text);
-        a shed answer costs the replica little, so a few times as many may reach it."""
-        return 4 * self.max_in_flight
-
-    @property
-    def serve_max_queued(self) -> int:
-        """Serve's queue in front of the ingress replicas, also a backstop: while replicas shed
-        quickly it drains at once; it only fills when the replicas cannot answer at all (at 4x a
-        small capacity a queue of 4x max_in_flight still overflowed now and then: 14 of 4,195)."""
-        return 16 * self.max_in_flight
+        """Serve's own per-replica limit: the app's ``max_in_flight`` plus ``serve_headroom``."""
+        return self.max_in_flight + self.serve_headroom
 
 
 # ----- the Serve config file ---------------------------------------------------------------------
