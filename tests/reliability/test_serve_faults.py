@@ -34,6 +34,11 @@ def two_replicas(ray_session, tmp_path_factory):
         burst_per_key=100_000,
         retry_after_s=1.0,
         max_in_flight=8,  # a small capacity (2 x 8), so that 4x of it is a crowd this machine can send
+        # Serve's backstop sized for that 4x crowd (2 x (8 + 24) + 128 > 64), so the overload test checks the
+        # app's own shedding. The defaults are smaller (fast recovery from open-loop bursts); past them Serve's
+        # proxy answers its plain-text 503: cluster/serve_config.yaml gives the trade-off and its figures.
+        serve_headroom=24,
+        serve_max_queued=128,
     )
     client = serve_tiny(settings)
     assert client.get("/readyz").status_code == 200
