@@ -8,11 +8,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from rayfolio.data.config import DataConfig
 from rayfolio.data.splits import SplitConfig
+from rayfolio.data.yaml_files import read_yaml_mapping
 from rayfolio.rl.config import AllocationConfig
 from rayfolio.training.config import ForecastersConfig
 
@@ -77,14 +77,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read config: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config is a mapping of sections, got {type(raw).__name__}")
+        raw = read_yaml_mapping(path, "config", ConfigError)
     try:
         return RunConfig.model_validate(_merged(raw, overrides or {}))
     except ValidationError as err:

@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rayfolio.data.splits import SplitConfig
+from rayfolio.data.yaml_files import read_yaml_mapping
 from rayfolio.serving.risk import HouseLimits
 
 
@@ -99,13 +99,8 @@ class ServeSettings(BaseModel):
 
 def splits_of(run_config: Path) -> SplitConfig:
     """The ``splits`` of a run config YAML: the one place split dates are written."""
-    try:
-        raw = yaml.safe_load(run_config.read_text()) or {}
-    except OSError as err:
-        raise SettingsError(f"{run_config}: cannot read run config: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise SettingsError(f"{run_config}: not valid YAML: {err}") from None
-    if not isinstance(raw, dict) or "splits" not in raw:
+    raw = read_yaml_mapping(run_config, "run config", SettingsError)
+    if "splits" not in raw:
         raise SettingsError(f"{run_config}: a run config with a 'splits' section is needed (the models' split dates)")
     try:
         return SplitConfig.model_validate(raw["splits"])
@@ -143,12 +138,7 @@ class ServeConfig(BaseModel):
 
 
 def read_serve_config(path: Path, app_name: str = "rayfolio") -> ServeConfig:
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise SettingsError(f"{path}: cannot read serve config: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise SettingsError(f"{path}: not valid YAML: {err}") from None
+    raw = read_yaml_mapping(path, "serve config", SettingsError)
     apps = [a for a in raw.get("applications", []) if isinstance(a, dict) and a.get("name") == app_name]
     if len(apps) != 1:
         raise SettingsError(f"{path}: needs one application named {app_name!r} under 'applications'")
