@@ -17,10 +17,12 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
 def running_ingress() -> int:
+    """RUNNING ingress replicas, as Serve's controller sees them."""
     from ray import serve
 
     states = serve.status().applications["rayfolio"].deployments["Ingress"].replica_states
@@ -28,6 +30,7 @@ def running_ingress() -> int:
 
 
 def ingress_pids() -> dict[str, int]:
+    """actor id -> pid of the live ingress replicas."""
     import ray
     from ray.util.state import list_actors
 
@@ -35,6 +38,49 @@ def ingress_pids() -> dict[str, int]:
     address = ray.get_runtime_context().gcs_address
     actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.actor_id: a.pid for a in actors if a.class_name.endswith(":Ingress")}
+
+
+@dataclass(frozen=True)
+class ReplicaCrash:
+    outcomes: list  # bench.load.Outcome per request of the steady load
+    noticed_s: float  # after the kill, when Serve's controller saw fewer running replicas (nan: never)
+    replaced_s: float  # after the kill, when all were running again (inf: not within the limit)
+    new_replica: bool  # a replica that was not there before is alive
+
+
+def kill_an_ingress_replica_under_load(
+    base_url: str, key: str, symbols: list[str], *, seconds: float, kill_at: float, rate: float, limit: float
+) -> ReplicaCrash:
+    """The scenario the fault test asserts on and this benchmark times: steady load (``rate``
+    requests per second, each retried once with its Idempotency-Key) for ``seconds``; at ``kill_at``
+    one of the ingress replicas is SIGKILLed and Serve's view of the replicas watched for up to
+    ``limit`` seconds."""
+    from bench.load import steady_load
+
+    before, event = ingress_pids(), {}
+
+    def kill_and_watch() -> None:
+        time.sleep(kill_at)
+        os.kill(min(before.values()), signal.SIGKILL)
+        event["killed"] = time.monotonic()
+        while time.monotonic() - event["killed"] < limit:
+            if running_ingress() < len(before):
+                event.setdefault("noticed", time.monotonic())
+            elif "noticed" in event:
+                event["replaced"] = time.monotonic()
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_and_watch)
+    watcher.start()
+    outcomes = steady_load(base_url, key, symbols, seconds=seconds, workers=4, rate=rate)
+    watcher.join()
+    return ReplicaCrash(
+        outcomes,
+        noticed_s=event.get("noticed", float("nan")) - event["killed"],
+        replaced_s=event.get("replaced", float("inf")) - event["killed"],
+        new_replica=bool(set(ingress_pids()) - set(before)),
+    )
 
 
 def main() -> None:
@@ -47,7 +93,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from bench.load import ms, steady_load
+    from bench.load import ms
     from bench.tiny_market import USER, serve_tiny, tiny_settings
     from rayfolio.data.store import FeatureStore
     from rayfolio.serving.settings import Autoscaling
@@ -58,35 +104,16 @@ def main() -> None:
                                  burst_per_key=100_000)  # fmt: skip
         client = serve_tiny(settings)
         symbols = sorted(FeatureStore(settings.store).to_pandas()["symbol"].unique().tolist())
-        before, event = ingress_pids(), {}
-
-        def kill_and_watch() -> None:
-            time.sleep(args.kill_at)
-            os.kill(min(before.values()), signal.SIGKILL)
-            event["killed"] = time.monotonic()
-            while time.monotonic() - event["killed"] < 300:
-                running = running_ingress()
-                if running < 2:
-                    event.setdefault("noticed", time.monotonic())
-                elif "noticed" in event:
-                    event["replaced"] = time.monotonic()
-                    return
-                time.sleep(0.2)
-
-        watcher = threading.Thread(target=kill_and_watch)
-        watcher.start()
-        outcomes = steady_load(str(client.base_url), USER, symbols, seconds=args.duration, workers=4, rate=args.rate)
-        watcher.join()
-        ok = [o for o in outcomes if o.status == 200]
-        statuses = collections.Counter(o.status for o in outcomes)
-        print(f"replica crash: {len(outcomes)} requests in {args.duration:.0f} s, {len(ok)} succeeded "
-              f"({len(ok) / len(outcomes):.4%}), {sum(o.attempts == 2 for o in outcomes)} retried, "
+        crash = kill_an_ingress_replica_under_load(str(client.base_url), USER, symbols, seconds=args.duration,
+                                                   kill_at=args.kill_at, rate=args.rate, limit=300)  # fmt: skip
+        ok = [o for o in crash.outcomes if o.status == 200]
+        statuses = collections.Counter(o.status for o in crash.outcomes)
+        print(f"replica crash: {len(crash.outcomes)} requests in {args.duration:.0f} s, {len(ok)} succeeded "
+              f"({len(ok) / len(crash.outcomes):.4%}), {sum(o.attempts == 2 for o in crash.outcomes)} retried, "
               f"final statuses {dict(statuses)}; latency p50 {ms(ok, 50)}, p99 {ms(ok, 99)}")  # fmt: skip
-        noticed = event.get("noticed", float("nan")) - event["killed"]
-        replaced = event.get("replaced", float("nan")) - event["killed"]
         print(
-            f"Serve saw the loss after {noticed:.1f} s; a replacement was running after {replaced:.1f} s "
-            "(target: within 15 s)"
+            f"Serve saw the loss after {crash.noticed_s:.1f} s; a replacement was running after "
+            f"{crash.replaced_s:.1f} s (target: within 15 s)"
         )
         client.close()
         serve.shutdown()

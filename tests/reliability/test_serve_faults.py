@@ -6,14 +6,13 @@ measure the times of the same scenarios."""
 from __future__ import annotations
 
 import collections
-import os
-import signal
 import threading
 import time
 
 import pytest
 
 from bench.load import crowd, ms, recovery_probe, steady_load
+from bench.serve_faults import kill_an_ingress_replica_under_load, running_ingress
 from bench.tiny_market import USER, serve_tiny, tiny_settings
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.audit import AuditLog
@@ -48,64 +47,25 @@ def two_replicas(ray_session, tmp_path_factory):
     serve.shutdown()
 
 
-def ingress_replicas() -> dict[str, int]:
-    """actor id -> pid of the live ingress replicas."""
-    import ray
-    from ray.util.state import list_actors
-
-    # This session's cluster by address: other Ray instances on the machine make auto-detection refuse.
-    address = ray.get_runtime_context().gcs_address
-    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.actor_id: a.pid for a in actors if a.class_name.endswith(":Ingress")}
-
-
-def running_ingress() -> int:
-    from ray import serve
-
-    states = serve.status().applications["rayfolio"].deployments["Ingress"].replica_states
-    return int(states.get("RUNNING", 0))
-
-
 def test_a_killed_replica_loses_no_request_and_is_replaced(two_replicas):
     """SIGKILL one of two ingress replicas 15 s into 60 s of steady load (40 req/s): >= 99.9% of requests
     succeed (one retry with the same Idempotency-Key), a new replica eventually runs in its
     place, and every success has exactly one audit record in a chain that verifies."""
     client, settings, symbols = two_replicas
-    before = ingress_replicas()
-    assert len(before) == 2 and running_ingress() == 2
-    event: dict[str, float] = {}
-
-    def kill_one_and_watch() -> None:
-        time.sleep(15)
-        os.kill(min(before.values()), signal.SIGKILL)
-        event["killed"] = time.monotonic()
-        while time.monotonic() - event["killed"] < LIVENESS_S:  # Serve's own view: the controller's replica states
-            running = running_ingress()
-            if running < 2:
-                event.setdefault("noticed", time.monotonic())
-            elif "noticed" in event:
-                event["replaced"] = time.monotonic()
-                break
-            time.sleep(0.2)
-        event["new"] = float(bool(set(ingress_replicas()) - set(before)))
-
-    watcher = threading.Thread(target=kill_one_and_watch)
-    watcher.start()
+    assert running_ingress() == 2
     # Steady, not saturating: half of what this machine serves, so the replacement can start.
-    outcomes = steady_load(str(client.base_url), USER, symbols, seconds=60, workers=4, rate=40)
-    watcher.join()
-
+    crash = kill_an_ingress_replica_under_load(str(client.base_url), USER, symbols, seconds=60, kill_at=15, rate=40,
+                                               limit=LIVENESS_S)  # fmt: skip
+    outcomes = crash.outcomes
     ok = [o for o in outcomes if o.status == 200]
     statuses = collections.Counter(o.status for o in outcomes)
     retried = [o for o in outcomes if o.attempts == 2]
-    replaced = event.get("replaced", float("inf")) - event["killed"]
-    noticed = event.get("noticed", float("nan")) - event["killed"]
     print(f"\nreplica crash: {len(outcomes)} requests in 60 s, {len(ok)} succeeded "
           f"({len(ok) / len(outcomes):.4%}), {len(retried)} retried, final statuses {dict(statuses)}; "
-          f"latency p50 {ms(ok, 50)}, p99 {ms(ok, 99)}; replacement running after {replaced:.1f} s "
-          f"(Serve saw the loss at {noticed:.1f} s)")  # fmt: skip
+          f"latency p50 {ms(ok, 50)}, p99 {ms(ok, 99)}; replacement running after {crash.replaced_s:.1f} s "
+          f"(Serve saw the loss at {crash.noticed_s:.1f} s)")  # fmt: skip
     assert len(ok) / len(outcomes) >= 0.999, statuses
-    assert replaced < LIVENESS_S and event["new"], "no replacement replica"
+    assert crash.replaced_s < LIVENESS_S and crash.new_replica, "no replacement replica"
     log = AuditLog(settings.audit_url, secret=b"audit-secret")
     recorded = collections.Counter(r.request_id for r in log.records(limit=10**6))
     assert all(recorded[o.request_id] == 1 for o in ok)
