@@ -12,6 +12,7 @@ from rayfolio.data.store import FeatureStore
 from rayfolio.serving.audit import RECORDS, AuditLog
 from rayfolio.serving.builder import build_app
 from rayfolio.serving.risk import HouseLimits
+from rayfolio.serving.settings import Autoscaling
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,12 @@ def test_both_placements_recommend_the_same_and_limits_change_live(service):
     body = {"portfolio": {symbols[0]: 0.4, symbols[3]: 0.1}, "as_of": "2002-06-03",
             "risk_profile": {"risk_tolerance": 0.6, "horizon_days": 5}}  # fmt: skip
     environ = {"RAYFOLIO_API_KEYS": USER, "RAYFOLIO_AUDIT_KEY": "audit-secret"}
-    split = settings.model_copy(update={"placement": "deployments"})
+    # Small CPU shares: this second app shares the test session's 4 logical CPUs with the first, whose
+    # ingress may have scaled out under the load tests above (in CI its replicas waited 10 minutes for
+    # 0.25 CPU with 0.2 left). What is tested is the answers, not the scheduling.
+    small = Autoscaling(num_cpus=0.05)
+    scaling = {name: small for name in ("ingress", "ensemble", "explainer", "allocator_scaling", "risk_filter")}
+    split = settings.model_copy(update={"placement": "deployments", **scaling})
     serve.run(build_app(split, environ), name="split", route_prefix="/split")
     try:
         here = client.post("/v1/recommendations", json=body, headers=auth(USER)).json()
