@@ -26,7 +26,6 @@ from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
 from rayfolio.serving.batching import Batcher
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.openapi import declare_market
-from rayfolio.serving.pipeline import RecommendationPipeline
 from rayfolio.serving.schemas import (
     HORIZONS,
     ErrorBody,
@@ -109,9 +108,6 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
 
     decide = Batcher(run, max_size=32, wait_s=0.002)
 
-    async def ready() -> RecommendationPipeline:
-        return await service.ready()
-
     @app.get("/healthz", summary="the ingress is alive")
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -135,7 +131,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         key: ApiKey = user,
     ) -> RecommendationResponse:  # fmt: skip
         started = time.perf_counter()
-        admitted = (await ready()).admit(body, key_id(key.key), idempotency_key)
+        admitted = (await service.ready()).admit(body, key_id(key.key), idempotency_key)
         if isinstance(admitted, RecommendationResponse):  # a retry: its recorded answer
             return admitted
         response = await decide(admitted)
@@ -146,7 +142,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
 
     @app.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
     async def explanations(body: ExplanationRequest, key: ApiKey = user) -> dict:
-        market = (await ready()).market
+        market = (await service.ready()).market
         if body.request_id is not None:
             record = service.audit.get(body.request_id)
             # Another key's recommendation does not exist for this key (admins see all).
@@ -170,7 +166,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         as_of: dt.date | None = None,
         _: ApiKey = user,
     ) -> dict:
-        market = (await ready()).market
+        market = (await service.ready()).market
         t = market.date_index(as_of)
         wanted = symbols.split(",") if symbols else list(market.symbols)
         market.check_symbols(wanted, "symbols")
@@ -192,14 +188,14 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
 
     @app.get("/v1/models", responses=ERRORS)
     async def models(_: ApiKey = user) -> dict:
-        await ready()
+        await service.ready()
         return {"models": [service.model_card(n) for n in service.registry.models()], "serving": service.model_versions}
 
     # Before /v1/models/{name}: a 405 on this path names this route's method (Starlette's Allow
     # header comes from the first route whose path matches).
     @app.post("/v1/models/reload", responses=CONFLICT, summary="serve the registry's production versions now (admin)")
     async def reload(_: ApiKey = admin) -> dict:
-        await ready()
+        await service.ready()
         return {"serving": await service.reload()}
 
     @app.get("/v1/models/{name}", responses=ERRORS)
