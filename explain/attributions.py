@@ -25,6 +25,7 @@ import shap
 import torch
 from torch import nn
 
+from rayfolio.rl.config import EnvConfig
 from rayfolio.training.ensemble import ForecastEnsemble
 
 OTHER_ASSETS = "other assets"
@@ -118,18 +119,26 @@ def _shap(module: nn.Module, background: torch.Tensor, x: torch.Tensor, nsamples
 
 
 class PolicyWeights(nn.Module):
-    """(B, obs) -> (B, N): the policy's deterministic action as long-only target weights (cash excluded)."""
+    """(B, obs) -> (B, N): the policy's deterministic action as long-only target weights (cash excluded),
+    mapped as ``config.action`` says (the torch twins of rl/env.py's ``long_only_weights`` and
+    ``residual_weights``)."""
 
-    def __init__(self, policy, tradable: np.ndarray) -> None:
+    def __init__(self, policy, tradable: np.ndarray, config: EnvConfig) -> None:
         super().__init__()
         self.policy = policy
         self.tradable = torch.tensor(tradable, dtype=torch.float32)  # (N+1,)
+        self.residual, self.scale = config.action == "residual", config.residual_scale
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if hasattr(self.policy, "actor"):  # SAC: the squashed mean action
             action = self.policy.actor(obs, deterministic=True)
         else:  # PPO: the Gaussian's mean, clipped to the action box as SB3 does
             action = self.policy.get_distribution(obs).distribution.mean.clamp(-1.0, 1.0)
+        if self.residual:  # equal weight tilted; the cash action's share clip(a, 0, 1) scales the risky ones down
+            risky = self.tradable[:-1]  # (N,)
+            raw = torch.relu(1.0 + self.scale * action[:, :-1]) * risky / risky.sum().clamp_min(1.0)  # (B, N)
+            cash = action[:, -1:].clamp(0.0, 1.0)  # (B, 1)
+            return (1.0 - cash) * raw / raw.sum(dim=1, keepdim=True).clamp_min(1e-12)  # all zero: all cash
         positive = torch.relu(action) * self.tradable
         return (positive / positive.sum(dim=1, keepdim=True).clamp_min(1e-12))[:, :-1]
 
@@ -138,7 +147,7 @@ def explain_policy(agent, t: int, current: np.ndarray, background_dates: np.ndar
                    seed: int = 0) -> Attribution:  # fmt: skip
     """Grouped SHAP values of every asset's target weight chosen by ``agent`` (an AgentAllocator) at ``t``."""
     env = agent.env
-    module = PolicyWeights(agent.policy, env._tradable[t]).eval()
+    module = PolicyWeights(agent.policy, env._tradable[t], env.config).eval()
     obs = torch.from_numpy(env.observation(t, current)[None])
     # The background starts from cash, so "current holdings" measures what the user's holdings change.
     cash = np.eye(env.n_assets + 1)[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rayfolio.data.conventions import DEFAULT_COST_BPS, TRADING_DAYS_PER_YEAR
 from rayfolio.data.features import FEATURES
@@ -30,6 +30,14 @@ class EnvConfig(BaseModel):
     risk_coef: float = Field(0.0, ge=0)
     allow_short: bool = False  # long-only by default
     gross_limit: float = Field(1.5, ge=1.0)  # sum of |risky weights| when shorting is allowed
+    # How an action becomes weights. "weights": proportional to max(a, 0), any long-only portfolio.
+    # "residual": a tilt away from equal weight (1/n), the baseline the agents otherwise lose to:
+    # the zero action holds 1/n, an action of +-1 moves an asset by residual_scale x 1/n (long-only).
+    action: Literal["weights", "residual"] = "weights"
+    residual_scale: float = Field(1.0, gt=0)  # in units of 1/n; from 1 up, -1/scale is in the box and drops an asset
+    # Paid in reward only, per unit of turnover (sum |trade| over assets), on top of cost_bps, which the
+    # portfolio pays: lets a search prefer calmer policies without pretending trading costs more.
+    turnover_penalty: float = Field(0.0, ge=0)
     # Append the forecasters' ensemble forecast (one channel per label horizon) to every
     # asset's features. Out-of-sample forecasts exist only from the validation split on,
     # so the agents then learn on its first `forecast_train_fraction` and are chosen on the rest.
@@ -50,6 +58,15 @@ class EnvConfig(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError(f"a feature appears twice in {list(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _action_combinations(self) -> EnvConfig:
+        # A setting that does nothing is most likely a forgotten one: say so when the config is read.
+        if self.action == "residual" and self.allow_short:
+            raise ValueError("action 'residual' tilts equal weight long-only; it cannot be combined with allow_short")
+        if self.action == "weights" and self.residual_scale != 1.0:
+            raise ValueError(f"residual_scale {self.residual_scale} has no effect unless action is 'residual'")
+        return self
 
 
 class AlgorithmSearch(BaseModel):

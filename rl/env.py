@@ -4,8 +4,14 @@ One step is one rebalance: at date index t the agent sets target weights over
 the assets and cash; it pays ``cost_bps`` per unit of turnover on the traded
 amount, then holds for ``rebalance_every`` days while the weights drift with
 prices. The reward is the log of the net growth of the portfolio's value
-(minus an optional risk penalty). Holding from t to t+k without trading is
+(minus an optional risk penalty and ``turnover_penalty`` x turnover, which the
+portfolio does not pay). Holding from t to t+k without trading is
 buy-and-hold, so the k-day growth of weights w is ``w @ growth[t]`` exactly.
+
+``config.action`` picks how an action in [-1, 1]^(N+1) becomes weights:
+"weights" maps it to any long-only portfolio (``long_only_weights``);
+"residual" tilts equal weight over the tradable assets, so the zero action is
+1/n and the agent learns only departures from it (``residual_weights``).
 
 ``step`` only indexes numpy arrays: no pandas, no printing, no files. Reward
 normalisation and clipping belong in wrappers (the agents use SB3's
@@ -24,9 +30,9 @@ import numpy as np
 from rayfolio.rl.config import EnvConfig
 from rayfolio.rl.market import MarketData
 
-# Two small compiled kernels carry the per-step arithmetic: on 21 weights a numba
+# Small compiled kernels carry the per-step arithmetic: on 21 weights a numba
 # call costs ~1.4 us where the same eight numpy calls cost ~8 us (call overhead,
-# not arithmetic), which is most of a step. Both are pure functions.
+# not arithmetic), which is most of a step. All are pure functions.
 
 
 @numba.njit(cache=True)
@@ -45,6 +51,41 @@ def long_only_weights(action: np.ndarray, tradable: np.ndarray) -> np.ndarray:
         return target
     for i in range(n):
         target[i] /= total
+    return target
+
+
+@numba.njit(cache=True)
+def residual_weights(action: np.ndarray, tradable: np.ndarray, scale: float) -> np.ndarray:
+    """(N+1,) action -> target weights (N+1,) tilted away from equal weight, cash last.
+
+    Over the n tradable risky assets, raw_i = (1/n) max(0, 1 + scale a_i): the
+    zero action is 1/n, +-1 moves an asset by ``scale`` x 1/n, and an asset
+    drops out once a_i <= -1/scale. The cash action only raises cash: the cash
+    share is c = clip(a_cash, 0, 1), and the risky weights are raw rescaled to
+    sum to 1 - c (so the zero action holds exactly 1/n each and no cash, and a
+    tilt up of one asset is paid for by all the others, not by cash).
+    Non-tradable assets get 0; all cash when every raw weight is 0.
+    """
+    size = action.shape[0]
+    target = np.zeros(size)
+    n = 0
+    for i in range(size - 1):
+        if tradable[i]:
+            n += 1
+    total = 0.0
+    for i in range(size - 1):
+        if tradable[i]:
+            raw = max(0.0, 1.0 + scale * action[i]) / n
+            target[i] = raw
+            total += raw
+    if total <= 0.0:  # every raw weight is 0
+        target[size - 1] = 1.0
+        return target
+    cash = min(max(action[size - 1], 0.0), 1.0)
+    risky = (1.0 - cash) / total
+    for i in range(size - 1):
+        target[i] *= risky
+    target[size - 1] = cash
     return target
 
 
@@ -106,6 +147,8 @@ class PortfolioEnv(gym.Env):
         self._cost = config.cost_bps / 1e4
         self._penalised = config.risk_penalty != "none" and config.risk_coef > 0
         self._short, self._episode_steps = config.allow_short, config.episode_steps
+        self._residual, self._scale = config.action == "residual", config.residual_scale
+        self._turnover_penalty = config.turnover_penalty
         # Assets that cannot be held over [t, t+k] get a fixed excluded action value.
         listed = np.stack([market.tradable(t, k) for t in range(len(market.dates))]).reshape(-1, n)
         self._tradable = np.hstack([listed, np.ones((len(market.dates), 1), bool)])  # (T, N+1), cash always
@@ -140,9 +183,13 @@ class PortfolioEnv(gym.Env):
         Long-only: weights proportional to max(a, 0). Every point of the simplex
         is reachable (a = w maps to w), single assets and exact zeros included,
         unlike a softmax over a box, which keeps weights near 1/N. An action
-        with no positive entry holds all cash. With shorting, the risky weights
-        are the action scaled down to ``gross_limit`` and cash takes the rest.
+        with no positive entry holds all cash. Residual: equal weight over the
+        tradable assets tilted by the action (``residual_weights``). With
+        shorting, the risky weights are the action scaled down to
+        ``gross_limit`` and cash takes the rest.
         """
+        if self._residual:
+            return residual_weights(np.asarray(action, dtype=np.float64), self._tradable[t], self._scale)
         if not self._short:
             return long_only_weights(np.asarray(action, dtype=np.float64), self._tradable[t])
         risky = np.asarray(action, dtype=np.float64)[:-1] * self._tradable[t, :-1]
@@ -184,7 +231,7 @@ class PortfolioEnv(gym.Env):
             log_growth, terminated = math.log(1e-12), True
             self._weights = self._cash()
         self._value *= max(net, 0.0)
-        reward = log_growth
+        reward = log_growth - self._turnover_penalty * turnover
         if self._penalised:
             self._peak = max(self._peak, self._value)
             reward -= self._penalty(net)
