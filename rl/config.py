@@ -126,9 +126,40 @@ class BacktestConfig(BaseModel):
         raise ValueError("'auto', 'sp500', null, or a .csv/.parquet file with columns 'date' and the index level")
 
 
+class TiltParams(BaseModel):
+    """One forecast tilt around 1/N (rl/tilt.py): w_i proportional to 1 + k z_i, each at most
+    ``cap``, trades smaller than ``band`` skipped. The point of ``TiltConfig``'s grid that is chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: float = Field(ge=0, allow_inf_nan=False)  # tilt per unit of z-score; 0 is equal weight
+    band: float = Field(ge=0, allow_inf_nan=False)  # no-trade band, in portfolio weight; 0 trades every difference
+    cap: float = Field(gt=0, le=1)  # the most any one asset may hold
+
+
+class TiltConfig(BaseModel):
+    """The grid the forecast tilt is chosen on (by validation Sharpe after costs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k_grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+    band_grid: tuple[float, ...] = (0.0, 0.005, 0.01, 0.02)
+    cap: float = Field(0.25, gt=0, le=1)
+
+    @field_validator("k_grid", "band_grid")
+    @classmethod
+    def _grid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("at least one value")
+        if any(not 0 <= v < float("inf") for v in value):  # NaN fails too
+            raise ValueError(f"values must be finite and >= 0, got {list(value)}")
+        return value
+
+
 class AllocationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     env: EnvConfig = EnvConfig()
     agents: AgentsConfig = AgentsConfig()
     backtest: BacktestConfig = BacktestConfig()
+    tilt: TiltConfig = TiltConfig()

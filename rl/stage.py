@@ -30,7 +30,14 @@ from rayfolio.rl.load import load_agent
 from rayfolio.rl.market import MarketData, ensemble_forecasts
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
-from rayfolio.training.cards import AllocatorCard, Calendar, NormalizerParams, PolicyKwargs, allocator_name
+from rayfolio.training.cards import (
+    ALLOCATOR_KINDS,
+    AllocatorCard,
+    Calendar,
+    NormalizerParams,
+    PolicyKwargs,
+    allocator_name,
+)
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry, RegistryError
 
@@ -238,8 +245,10 @@ def register_agent(
 
 
 def best_allocator(registry: ModelRegistry) -> str:
-    """The production allocator with the best validation Sharpe."""
-    candidates = [(v.metrics.get("validation_sharpe", float("-inf")), v.name) for v in registry.production("allocator")]
+    """The production allocator (a trained policy or the forecast tilt) with the best validation Sharpe."""
+    candidates = [
+        (v.metrics.get("validation_sharpe", float("-inf")), v.name) for v in registry.production(ALLOCATOR_KINDS)
+    ]
     if not candidates:
         raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
     return max(candidates)[1]

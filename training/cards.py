@@ -3,12 +3,12 @@ needed to rebuild and serve that artifact. Stored as ``card.json`` in each
 version (covered by the manifest's checksums) and validated, strictly, on load.
 
 ``Card`` is a union discriminated by ``kind``. An exported forecaster (ONNX,
-``rayfolio models export`` in DESIGN) will be a third member, ``kind="exported"``,
-next to the two below.
+``rayfolio models export`` in DESIGN) will be a fourth member, ``kind="exported"``,
+next to the three below.
 
-The allocator card holds rl's typed ``EnvConfig`` and ``Algorithm`` (rl/config.py,
-plain pydantic models over data/): the one import from rl/ in training/, because
-the registry that validates every kind of card lives here.
+The allocator cards hold rl's typed ``EnvConfig``, ``Algorithm`` and ``TiltParams``
+(rl/config.py, plain pydantic models over data/): the one import from rl/ in
+training/, because the registry that validates every kind of card lives here.
 """
 
 from __future__ import annotations
@@ -21,11 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
 from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
-from rayfolio.rl.config import Algorithm, EnvConfig
+from rayfolio.rl.config import Algorithm, EnvConfig, TiltParams
 from rayfolio.training.config import Family, TrainConfig
 from rayfolio.training.panel import Normalizer
 
-CardKind = Literal["forecaster", "allocator"]
+CardKind = Literal["forecaster", "allocator", "tilt"]
+# The kinds that allocate a portfolio (what serving and ``best_allocator`` choose among):
+# a trained policy, or the forecast tilt around 1/N.
+ALLOCATOR_KINDS: tuple[CardKind, ...] = ("allocator", "tilt")
+TILT_NAME = "tilt-allocator"
 
 # Cards are read back from files anyone with write access could edit: no coercion
 # (a "32" is not 32), no unknown keys, and a loaded card cannot be changed.
@@ -185,5 +189,26 @@ class AllocatorCard(_CardBase):
         return allocator_name(self.algorithm)
 
 
-Card = Annotated[ForecasterCard | AllocatorCard, Field(discriminator="kind")]
+class TiltCard(BaseModel):
+    """The forecast tilt around 1/N (rl/tilt.py): its chosen parameters, the forecasts it
+    reads (the ensemble of ``forecasters`` at ``horizon``) and the calendar and costs it was
+    chosen under. No weights, features or normalizer: the parameters are the whole model."""
+
+    model_config = _STRICT
+
+    kind: Literal["tilt"] = "tilt"
+    params: TiltParams
+    horizon: int = Field(ge=1)  # trading days: the forecast horizon whose cross-sectional z-score it reads
+    rebalance_every: int = Field(ge=1)  # trading days between decisions (the holding period)
+    cost_bps: float = Field(ge=0)  # per unit of turnover, in the validation backtest it was chosen on
+    forecasters: dict[str, str] = Field(min_length=1)  # ensemble member (registry name) -> version, at selection
+    symbols: tuple[str, ...] = Field(min_length=1)  # the universe it was chosen on
+    calendar: Calendar
+
+    @property
+    def name(self) -> str:
+        return TILT_NAME
+
+
+Card = Annotated[ForecasterCard | AllocatorCard | TiltCard, Field(discriminator="kind")]
 CARD = TypeAdapter(Card)

@@ -180,14 +180,16 @@ class ModelRegistry:
             raise RegistryError(f"{path / CARD_FILE}: a card of {card.name!r} in {name!r}; refusing to load it")
         return ModelVersion(name, version, path, card, json.loads((path / METRICS).read_text()), manifest)
 
-    def production(self, kind: CardKind) -> list[ModelVersion]:
-        """The production versions of every model of ``kind``, by name; each one verified."""
+    def production(self, kind: CardKind | tuple[CardKind, ...]) -> list[ModelVersion]:
+        """The production versions of every model of ``kind`` (one kind, or any of a tuple
+        of kinds, e.g. ``ALLOCATOR_KINDS``), by name; each one verified."""
+        kinds = (kind,) if isinstance(kind, str) else tuple(kind)
         out = []
         for name in self.models():
             version = self.stage_version(name, "production")
-            if version is not None and _peek_kind(self.root / name / version / CARD_FILE) in (kind, None):
+            if version is not None and _peek_kind(self.root / name / version / CARD_FILE) in (*kinds, None):
                 out.append(self.get(name, version))
-        return [v for v in out if v.card.kind == kind]
+        return [v for v in out if v.card.kind in kinds]
 
     def load_weights(self, model_version: ModelVersion, file: str = WEIGHTS) -> dict[str, torch.Tensor]:
         """A state_dict; ``weights_only`` refuses anything but tensors and plain containers."""
