@@ -2,8 +2,11 @@
 
 Stages today: data (feature store on Ray Data, purged splits), forecasters
 (LSTM, Transformer, GAT searched on Ray Tune over Ray Train, against
-baselines), allocation (PPO and SAC agents searched on Ray Tune, then the
-walk-forward backtest against the baseline portfolios). Later stages join
+baselines), allocation (PPO and SAC agents searched on Ray Tune, the forecast
+tilt around 1/N chosen on validation, then the walk-forward backtest in which
+the service's own recommendation pipeline, replayed per risk profile, trades
+next to the agents and the baseline portfolios). The report opens with what
+a client following the recommendations would have earned. Later stages join
 this list in order. Each stage's report section lives with the stage
 (data/overview.py, training/report.py, rl/report.py); this module runs them
 in order and writes what they return.
@@ -22,6 +25,7 @@ import yaml
 
 from rayfolio.cluster.config import RunConfig, check_env_features, check_index_file
 from rayfolio.cluster.runtime import ray_connection
+from rayfolio.cluster.served import calibrated_ensemble, served_factory
 from rayfolio.data.features import available_features
 from rayfolio.data.markdown import Report, table
 from rayfolio.data.overview import data_overview, data_section
@@ -29,10 +33,12 @@ from rayfolio.data.sources import make_source
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore, prepare_feature_store
 from rayfolio.data.validate import validate_before_ray
-from rayfolio.rl.report import COMPARISON, allocation_section
-from rayfolio.rl.stage import run_allocation
+from rayfolio.rl.report import COMPARISON, allocation_section, served_section, tilt_section
+from rayfolio.rl.stage import run_allocation, signal_horizon
+from rayfolio.training.ensemble import reliability_table
+from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
-from rayfolio.training.report import forecast_section, rank_ic_on_test
+from rayfolio.training.report import confidence_section, forecast_section, rank_ic_on_test
 from rayfolio.training.stage import run_forecasters
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,14 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
         logger.info(table(rank_ic_on_test(forecasts), floatfmt=".4f"))
 
         algorithms = ", ".join(a.upper() for a in config.allocation.agents.algorithms)
-        t0 = _stage(3, "allocation", f"{algorithms} agents on Ray Tune, baselines, walk-forward backtest")
+        t0 = _stage(3, "allocation", f"{algorithms} agents on Ray Tune, the tilt, the served path, backtest")
+        panel = Panel.from_store(store)
+        ensemble, served = None, None
+        if forecasts.registered:
+            # The ensemble of the versions just registered, calibrated on validation: the service's.
+            versions = {name: version for name, (version, _) in forecasts.registered.items()}
+            ensemble = calibrated_ensemble(registry, panel, config, versions)
+            served = served_factory(config, registry, panel, ensemble, run_dir)
         allocation = run_allocation(
             store,
             splitter,
@@ -82,7 +95,8 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
             run_dir,
             registry,
             source=config.data.source,
-            forecasts_path=forecasts.forecasts_path,
+            ensemble=ensemble,
+            served=served,
         )
         timings["allocation"] = time.perf_counter() - t0
         logger.info(table(allocation.backtest.metrics[COMPARISON], floatfmt=".3f"))
@@ -94,6 +108,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
         json.dumps({"data": asdict(summary), "timings_s": {k: round(v, 2) for k, v in timings.items()}}, indent=2)
     )
     report = Report(f"rayfolio run '{config.name}'")
+    served_section(report, allocation, config.allocation)
     report.add(
         "Run",
         table(
@@ -110,6 +125,11 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
     )
     data_section(report, summary, overview, run_dir)
     forecast_section(report, forecasts, config.forecasters.cost_bps)
+    if ensemble is not None:
+        test = panel.date_index(splitter.split_dates(panel.dates)["test"])
+        horizon = signal_horizon(panel.horizons, config.allocation.env.rebalance_every)
+        confidence_section(report, reliability_table(ensemble, test, horizon), horizon)
+    tilt_section(report, allocation)
     allocation_section(report, allocation, config.allocation, run_dir)
     return report.write(run_dir / "report.md")
 

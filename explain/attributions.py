@@ -5,7 +5,7 @@ standardised feature window, with ``shap.GradientExplainer`` (expected
 gradients) over a background of windows from the training dates:
 
 - expected return of asset i: every forecaster's score, z-scored across
-  assets, IC-weighted, scaled as in the ensemble (serving/ensemble.py);
+  assets, IC-weighted, scaled as in the ensemble (training/ensemble.py);
 - target weight of asset i: the policy's deterministic action mapped to
   long-only weights as in the environment (rl/env.py).
 
@@ -44,27 +44,30 @@ class Attribution:
 
 
 class EnsembleReturn(nn.Module):
-    """(B, W, N, F) standardised windows -> (B, N) expected h-day log returns."""
+    """(B, W, N, F) standardised windows -> (B, N) expected h-day log returns: the torch twin of
+    training/ensemble.py (each member's seeds averaged, z-scored across assets, validation-IC
+    weighted, Grinold-scaled), tested equal to it to 1e-6 so that what is explained is what is served."""
 
     def __init__(self, ensemble: ForecastEnsemble, t: int, h: int) -> None:
         super().__init__()
-        self.models = nn.ModuleList(f.model for f in ensemble.forecasters)
+        self.members = nn.ModuleList(nn.ModuleList(f.models) for f in ensemble.forecasters)
         self.windows = [f.window for f in ensemble.forecasters]
         self.neighbours = [torch.from_numpy(f.neighbours[t]) for f in ensemble.forecasters]
-        self.weights = torch.tensor(ensemble.weights[:, h], dtype=torch.float32)
+        self.weights = torch.tensor(ensemble.weights[:, h], dtype=torch.float64)
         mean, dispersion = ensemble._trailing(t)
         self.mean, self.scale = float(mean[h]), float(ensemble.ic[h] * dispersion[h])
         self.h = h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = 0.0
-        for m, model in enumerate(self.models):
+        for m, seeds in enumerate(self.members):
             window = x[:, -self.windows[m] :]  # each model reads its own window length
             neighbours = self.neighbours[m].expand(x.shape[0], *self.neighbours[m].shape)
-            scores = model(window, neighbours)[..., self.h]  # (B, N)
-            sd = scores.std(dim=1, keepdim=True, unbiased=False).clamp_min(1e-12)
-            total = total + self.weights[m] * (scores - scores.mean(dim=1, keepdim=True)) / sd
-        return self.mean + self.scale * total
+            scores = torch.stack([model(window, neighbours)[..., self.h].double() for model in seeds]).mean(0)  # (B, N)
+            sd = scores.std(dim=1, keepdim=True, unbiased=False)
+            z = torch.where(sd > 0, (scores - scores.mean(dim=1, keepdim=True)) / sd.clamp_min(1e-300), 0.0)
+            total = total + self.weights[m] * z
+        return (self.mean + self.scale * total).float()
 
 
 def shared_scaled_features(ensemble: ForecastEnsemble) -> np.ndarray:

@@ -112,11 +112,27 @@ class BacktestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lookback: int = Field(TRADING_DAYS_PER_YEAR, ge=20)  # trading days of past returns behind every estimator refit
-    top_k: int = Field(5, ge=1)  # assets held by the forecast-driven portfolio
+    top_k: int = Field(5, ge=1)  # assets held by the forecast-driven top-k portfolio (a reference)
+    # The service's own decision path replayed as strategies ``served_<name>``: a client with this
+    # risk tolerance following every recommendation. House limits from ``serve_config`` (a Serve
+    # config YAML; null: the packaged cluster/serve_config.yaml).
+    served_profiles: dict[str, float] = {"cautious": 0.2, "balanced": 0.5, "aggressive": 0.9}
+    serve_config: str | None = None
     index: str | None = "auto"  # "auto": the S&P 500 index when the source is sp500; a CSV/Parquet path; null
     bootstrap_samples: int = Field(2_000, ge=100)
     bootstrap_block: int = Field(10, ge=1)  # mean block length (days) of the stationary bootstrap
     seed: int = 0
+
+    @field_validator("served_profiles")
+    @classmethod
+    def _tolerances(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {name: t for name, t in value.items() if not 0.0 <= t <= 1.0}
+        if bad:
+            raise ValueError(f"risk tolerances are 0..1, got {bad}")
+        bad_names = [name for name in value if not name.replace("_", "").isalnum()]
+        if bad_names:
+            raise ValueError(f"profile names are letters, digits and _ (they name strategies), got {bad_names}")
+        return value
 
     @field_validator("index")
     @classmethod

@@ -4,7 +4,7 @@ backtest, the search and the report."""
 
 from __future__ import annotations
 
-import pandas as pd
+import numpy as np
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.rl.agents import AgentAllocator, rebuild_policy
@@ -19,19 +19,21 @@ def load_agent(
     name: str,
     panel: Panel,
     splitter: PurgedDateSplitter,
-    forecasts: pd.DataFrame | None = None,
+    forecast_z: np.ndarray | None = None,
     *,
+    version: str | None = None,
     whole_panel: bool = False,
 ) -> tuple[AgentAllocator, str]:
-    """``name``'s production allocator on a market built with its own stored features
-    and normaliser, checksums verified and card validated before any weight is read;
-    and its version. ``whole_panel``: it may decide on any date (serving), not only test dates."""
-    version = registry.get(name, stage="production")
+    """``name``'s production allocator (or ``version``) on a market built with its own stored
+    features and normaliser, checksums verified and card validated before any weight is read;
+    and its version. ``forecast_z``: the forecaster ensemble's (T, N, H) z-scores, for an agent
+    that reads them. ``whole_panel``: it may decide on any date (serving), not only test dates."""
+    version = registry.get(name, version) if version else registry.get(name, stage="production")
     card = version.card
     if not isinstance(card, AllocatorCard):
         raise RegistryError(f"{name} {version.version} is {card.kind!r}, not an allocator")
     env = card.env
-    market = MarketData.from_panel(panel, splitter, env, card.normalizer.normalizer(), forecasts=forecasts)
+    market = MarketData.from_panel(panel, splitter, env, card.normalizer.normalizer(), forecast_z=forecast_z)
     if market.feature_names != card.feature_names:
         raise RegistryError(
             f"{name} {version.version} reads {list(card.feature_names)}; this market has {list(market.feature_names)}"

@@ -8,52 +8,14 @@ of dates t+1 .. t+k. ``returns[t]`` is the simple return from t-1 to t.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStoreError
 from rayfolio.rl.config import EnvConfig
-from rayfolio.training.baselines import BASELINES as FORECAST_BASELINES
 from rayfolio.training.panel import Normalizer, Panel
-
-
-def ensemble_forecasts(
-    forecasts: pd.DataFrame, dates: np.ndarray, symbols: np.ndarray
-) -> tuple[np.ndarray, tuple[int, ...], tuple[str, ...]]:
-    """The networks' ensemble forecast from ``forecasts.parquet`` rows: per date
-    and horizon, the mean over networks of each one's cross-sectional z-score.
-
-    Returns (T, N, H) float64 (NaN where no network forecast that day), the
-    horizons and the networks. An ensemble: nothing is chosen on any period.
-    """
-    networks = tuple(sorted(set(forecasts["model"]) - set(FORECAST_BASELINES)))
-    horizons = tuple(int(h) for h in sorted(forecasts["horizon"].unique()))
-    out = np.full((len(dates), len(symbols), len(horizons)), np.nan)
-    if not networks:
-        return out, horizons, networks
-    day = forecasts["date"].to_numpy().astype("datetime64[D]")
-    t = np.searchsorted(dates, day)
-    n = np.searchsorted(symbols, forecasts["symbol"].to_numpy().astype(str))
-    inside = (t < len(dates)) & (n < len(symbols))
-    inside[inside] &= (dates[t[inside]] == day[inside]) & (
-        symbols[n[inside]] == forecasts["symbol"].to_numpy().astype(str)[inside]
-    )
-    values = forecasts["forecast"].to_numpy(dtype=np.float64)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # dates without forecasts stay NaN
-        for j, h in enumerate(horizons):
-            stacked = []
-            for model in networks:
-                rows = inside & (forecasts["model"].to_numpy() == model) & (forecasts["horizon"].to_numpy() == h)
-                s = np.full((len(dates), len(symbols)), np.nan)
-                s[t[rows], n[rows]] = values[rows]
-                stacked.append((s - np.nanmean(s, axis=1, keepdims=True)) / np.nanstd(s, axis=1, keepdims=True))
-            out[..., j] = np.nanmean(np.stack(stacked), axis=0)
-    return out, horizons, networks
 
 
 @dataclass(frozen=True)
@@ -79,11 +41,12 @@ class MarketData:
         splitter: PurgedDateSplitter,
         env: EnvConfig,
         normalizer: Normalizer | None = None,
-        forecasts: pd.DataFrame | None = None,
+        forecast_z: np.ndarray | None = None,
     ) -> MarketData:
         """The market ``env`` sees. ``normalizer``: a stored agent's own; None fits
-        one on the agents' training dates. ``forecasts``: forecasts.parquet rows,
-        needed when ``env.forecast_features`` is on."""
+        one on the agents' training dates. ``forecast_z``: (T, N, H) the forecaster
+        ensemble's z-scores (training/ensemble.py ``z_panel``; NaN where none), needed
+        when ``env.forecast_features`` is on."""
         feature_names = env.features
         missing = [f for f in feature_names if f not in panel.feature_names]
         if missing:
@@ -95,10 +58,7 @@ class MarketData:
             raise FeatureStoreError("the feature store has no ret_1 column: the allocators need daily returns")
         columns = [panel.feature_names.index(f) for f in feature_names]
         raw = panel.features[..., columns]
-        present = np.isfinite(panel.features).any(axis=-1)  # (T, N): the asset has a row that day
-        has = present.any(axis=0)
-        first = np.where(has, present.argmax(axis=0), len(panel.dates))
-        last = np.where(has, len(panel.dates) - 1 - present[::-1].argmax(axis=0), -1)
+        first, last = cls.listing(panel)
         parts = splitter.split_dates(panel.dates)
         splits = {}
         for name, dates in parts.items():
@@ -106,16 +66,13 @@ class MarketData:
             splits[name] = (int(idx[0]), int(idx[-1]))
         names = tuple(feature_names)
         if env.forecast_features:
-            if forecasts is None:
+            if forecast_z is None:
                 raise FeatureStoreError(
-                    "forecast_features is on but there are no forecasts: run the forecasters first "
-                    "(rayfolio run writes forecasts.parquet) or turn it off"
+                    "forecast_features is on but there is no forecaster ensemble: register forecasters "
+                    "first (rayfolio run) or turn it off"
                 )
-            ensemble, horizons, networks = ensemble_forecasts(forecasts, panel.dates, panel.symbols)
-            if not networks:
-                raise FeatureStoreError("forecast_features is on but the forecasts hold no network's forecasts")
-            raw = np.concatenate([raw, ensemble.astype(np.float32)], axis=-1)
-            names += tuple(f"forecast_{h}d" for h in horizons)
+            raw = np.concatenate([raw, forecast_z.astype(np.float32)], axis=-1)
+            names += tuple(f"forecast_{h}d" for h in panel.horizons)
             # Out-of-sample forecasts start with validation: the agents learn on its
             # first part and are chosen on the rest; holding periods never cross the cut.
             a, b = splits["validation"]
@@ -134,6 +91,15 @@ class MarketData:
             normalizer=normalizer,
             splits=splits,
         )
+
+    @staticmethod
+    def listing(panel: Panel) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) first and (N,) last date index with a price (len(dates) and -1 for an asset with none)."""
+        present = np.isfinite(panel.features).any(axis=-1)  # (T, N): the asset has a row that day
+        has = present.any(axis=0)
+        first = np.where(has, present.argmax(axis=0), len(panel.dates))
+        last = np.where(has, len(panel.dates) - 1 - present[::-1].argmax(axis=0), -1)
+        return first, last
 
     def tradable(self, t: int, horizon: int = 1) -> np.ndarray:
         """(N,) bool: assets with a price at t and still listed at t + horizon

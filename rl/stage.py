@@ -1,10 +1,12 @@
-"""The allocation stage of the main job: search PPO and SAC on Ray Tune,
-register the chosen agents, and backtest them against the baselines on the
-test period (touched once, here)."""
+"""The allocation stage of the main job: search PPO and SAC on Ray Tune, choose the
+forecast tilt around 1/N on validation, register them, pick the allocator to serve by
+validation Sharpe after costs, and backtest everything against the baselines on the
+test period (touched once, here), the service's own decision path first."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,19 +27,23 @@ from rayfolio.rl.baselines import (
     maximum_sharpe,
     minimum_variance,
 )
-from rayfolio.rl.config import AllocationConfig, EnvConfig
+from rayfolio.rl.config import AllocationConfig, EnvConfig, TiltParams
 from rayfolio.rl.load import load_agent
-from rayfolio.rl.market import MarketData, ensemble_forecasts
+from rayfolio.rl.market import MarketData
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
+from rayfolio.rl.tilt import TiltAllocator, choose_tilt, register_tilt
 from rayfolio.training.cards import (
     ALLOCATOR_KINDS,
+    TILT_NAME,
     AllocatorCard,
     Calendar,
     NormalizerParams,
     PolicyKwargs,
+    TiltCard,
     allocator_name,
 )
+from rayfolio.training.ensemble import ForecastEnsemble, forecast_dates
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry, RegistryError
 
@@ -45,11 +51,30 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class TiltChoice:
+    params: TiltParams
+    grid: pd.DataFrame  # k, band, validation Sharpe, turnover per grid point
+    horizon: int  # the forecast horizon whose z it reads
+
+
+@dataclass(frozen=True)
 class AllocationStage:
     backtest: BacktestResult
     searches: dict[str, AgentSearchOutcome]
     registered: dict[str, tuple[str, str]]  # model name -> (version, stage)
+    tilt: TiltChoice | None
+    served: tuple[str, str] | None  # (allocator, version) the served-path strategies replayed
     notes: tuple[str, ...]
+
+
+# (allocator name, version) -> the served-path strategies and notes on them (cluster/ builds them:
+# they run the service's own pipeline, which lives above rl/ in the layout).
+ServedFactory = Callable[[str, str], tuple[list[Allocator], list[str]]]
+
+
+def signal_horizon(horizons: tuple[int, ...], holding_days: int) -> int:
+    """The label horizon nearest the holding period (ties: the shorter)."""
+    return min(horizons, key=lambda h: (abs(h - holding_days), h))
 
 
 def run_allocation(
@@ -60,11 +85,15 @@ def run_allocation(
     registry: ModelRegistry,
     *,
     source: str,
-    forecasts_path: Path | None,
+    ensemble: ForecastEnsemble | None,
+    served: ServedFactory | None = None,
 ) -> AllocationStage:
+    """Search and register the agents, choose and register the forecast tilt, pick the allocator to
+    serve by validation Sharpe, and backtest them all (with the served path) on the test period."""
     panel = Panel.from_store(store)
-    forecasts = read_forecasts(forecasts_path)
-    market = MarketData.from_panel(panel, splitter, config.env, forecasts=forecasts)
+    forecast_z = ensemble.z_panel(forecast_dates(panel, splitter)) if ensemble is not None else None
+    market = MarketData.from_panel(panel, splitter, config.env,
+                                   forecast_z=forecast_z if config.env.forecast_features else None)  # fmt: skip
     searches = {}
     for algorithm in config.agents.algorithms:
         search = getattr(config.agents, algorithm)
@@ -93,24 +122,53 @@ def run_allocation(
         allocator_name(algorithm): register_agent(registry, calendar, market, config.env, outcome)
         for algorithm, outcome in searches.items()
     }
+    validation_sharpe = {allocator_name(a): o.val_sharpe for a, o in searches.items()}
     agents = [
         AgentAllocator(algorithm, o.policy, market, config.env, market.splits["test"])
         for algorithm, o in searches.items()
     ]
-    result, notes = backtest(market, config, agents, source=source, forecasts=forecasts, out=run_dir)
-    return AllocationStage(result, searches, registered, notes)
+    k = config.env.rebalance_every
+    tilt, tilt_choice, notes = None, None, []
+    if forecast_z is not None:
+        horizon = signal_horizon(panel.horizons, k)
+        z = forecast_z[..., panel.horizons.index(horizon)]
+        params, grid = choose_tilt(market, z, market.splits["validation"], k, config.env.cost_bps, config.tilt)
+        tilt_choice = TiltChoice(params, grid, horizon)
+        best = float(grid[(grid.k == params.k) & (grid.band == params.band)]["sharpe"].iloc[0])
+        card = TiltCard(params=params, horizon=horizon, rebalance_every=k, cost_bps=config.env.cost_bps,
+                        forecasters={f.name: f.version for f in ensemble.forecasters},
+                        symbols=tuple(market.symbols.tolist()), calendar=calendar)  # fmt: skip
+        registered[TILT_NAME] = register_tilt(registry, card, {"validation_sharpe": best,
+                                                               "grid": grid.to_dict("records")})  # fmt: skip
+        validation_sharpe[TILT_NAME] = best
+        tilt = TiltAllocator(market, z, params, k)
+        logger.info("tilt: k %.2f, band %.3f chosen on validation (Sharpe %.2f)", params.k, params.band, best)
+    chosen = max(validation_sharpe, key=lambda name: (validation_sharpe[name], name)) if validation_sharpe else None
+    strategies: list[Allocator] = []
+    if served is not None and chosen is not None:
+        strategies, served_notes = served(chosen, registered[chosen][0])
+        notes += served_notes
+    signal = (tilt.z, tilt.horizon) if tilt else None
+    result, backtest_notes = backtest(market, config, agents + ([tilt] if tilt else []), source=source,
+                                      signal=signal, served=strategies, out=run_dir)  # fmt: skip
+    return AllocationStage(result, searches, registered, tilt_choice,
+                           (chosen, registered[chosen][0]) if strategies else None,
+                           (*notes, *backtest_notes))  # fmt: skip
 
 
 def backtest(
     market: MarketData,
     config: AllocationConfig,
-    agents: list[Allocator],
+    allocators: list[Allocator],
     *,
     source: str,
-    forecasts: pd.DataFrame | None,
+    signal: tuple[np.ndarray, int] | None,
+    served: list[Allocator] = (),
     out: Path,
 ) -> tuple[BacktestResult, tuple[str, ...]]:
-    """Agents and every baseline over the test period, one calendar, one cost model."""
+    """The served path, the agents and tilt, and every baseline over the test period: one calendar,
+    one cost model. ``signal``: the ensemble's (T, N) z-scores and their horizon, for the forecast
+    top-k portfolio."""
     env, bt = config.env, config.backtest
     k = env.rebalance_every
     notes = []
@@ -119,14 +177,14 @@ def backtest(
         maximum_sharpe(market, k, bt.lookback),
         hierarchical_risk_parity(market, k, bt.lookback),
     ]
-    allocators: list[Allocator] = [*agents, EqualWeight(market, k), *estimators]
-    signal = forecast_signal(forecasts, market, k)
+    allocators = [*served, *allocators, EqualWeight(market, k), *estimators]
     if signal is None:
-        notes.append("No forecaster forecasts for the test period: the forecast-driven top-k portfolio is left out.")
+        notes.append("No forecaster ensemble: the forecast-driven portfolios (tilt, top-k) are left out.")
     else:
-        scores, description = signal
+        scores, horizon = signal
         allocators.append(TopKForecast(market, scores, bt.top_k, k))
-        notes.append(f"forecast_top_k: equal weight in the top {bt.top_k} assets by {description}.")
+        notes.append(f"forecast_top_k: equal weight in the top {bt.top_k} assets by the ensemble's {horizon}-day "
+                     "z-score (the signal the tilt and the service read).")  # fmt: skip
     period = market.splits["test"]
     runs = run_backtest(allocators, market, period, k, env.cost_bps)
     index = index_run(bt.index, source, market, period, k, env.cost_bps)
@@ -139,26 +197,6 @@ def backtest(
                 f"{e.name}: {len(e.failures)} refits failed and kept the previous weights (first: {e.failures[0]})."
             )
     return write_backtest(runs, bt, out), tuple(notes)
-
-
-def read_forecasts(path: Path | None) -> pd.DataFrame | None:
-    """``forecasts.parquet`` rows (validation and test), or None when there is no such file."""
-    return pd.read_parquet(path) if path is not None and Path(path).is_file() else None
-
-
-def forecast_signal(
-    forecasts: pd.DataFrame | None, market: MarketData, horizon_days: int
-) -> tuple[np.ndarray, str] | None:
-    """(T, N) scores for the top-k portfolio: the networks' ensemble forecast at the
-    label horizon nearest the rebalance period, on test dates."""
-    if forecasts is None:
-        return None
-    ensemble, horizons, networks = ensemble_forecasts(forecasts[forecasts["split"] == "test"], market.dates,
-                                                      market.symbols)  # fmt: skip
-    if not networks:
-        return None
-    j = min(range(len(horizons)), key=lambda i: (abs(horizons[i] - horizon_days), horizons[i]))
-    return ensemble[..., j], f"the mean z-scored {horizons[j]}-day forecast of {', '.join(networks)}"
 
 
 def index_returns(spec: str | None, source: str, market: MarketData) -> np.ndarray | None:
@@ -259,16 +297,17 @@ def load_agents(
     panel: Panel,
     splitter: PurgedDateSplitter,
     config: AllocationConfig,
-    forecasts: pd.DataFrame | None = None,
+    forecast_z: np.ndarray | None = None,
 ) -> tuple[list[AgentAllocator], list[str]]:
-    """The production allocators of ``config``'s algorithms, for the backtest."""
+    """The production allocators of ``config``'s algorithms, for the backtest. ``forecast_z``: the
+    ensemble's (T, N, H) z-scores, for agents that read them."""
     agents, notes = [], []
     for algorithm in config.agents.algorithms:
         name = allocator_name(algorithm)
         if registry.stage_version(name, "production") is None:
             notes.append(f"{name}: no production version in {registry.root}; left out.")
             continue
-        agent, version = load_agent(registry, name, panel, splitter, forecasts)
+        agent, version = load_agent(registry, name, panel, splitter, forecast_z)
         env = agent.env.config
         if env.rebalance_every != config.env.rebalance_every or env.cost_bps != config.env.cost_bps:
             raise RegistryError(

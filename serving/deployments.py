@@ -20,6 +20,7 @@ import numpy as np
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore
+from rayfolio.serving.allocator import Proposer, load_proposer
 from rayfolio.serving.batching import Batcher
 from rayfolio.serving.market import Market
 from rayfolio.serving.metrics import ServiceMetrics
@@ -40,14 +41,15 @@ def load_panel(settings: ServeSettings) -> Panel:
     return Panel.from_store(store)
 
 
-def load_allocator(settings: ServeSettings, panel: Panel) -> tuple:
-    """The production allocator (verified) and {name: version}."""
-    from rayfolio.rl.load import load_agent
+def load_allocator(settings: ServeSettings, panel: Panel) -> tuple[Proposer, dict[str, str]]:
+    """The production allocator (verified; ``best``: the best validation Sharpe) and {name: version}."""
+    return load_proposer(ModelRegistry(settings.registry), settings.allocator, panel, settings.splits)
 
+
+def validation_dates(settings: ServeSettings, panel: Panel) -> np.ndarray:
+    """The run's validation date indices: the ensemble's confidence is calibrated on them."""
     splitter = PurgedDateSplitter(settings.splits, purge=max(panel.horizons))
-    agent, version = load_agent(ModelRegistry(settings.registry), settings.allocator, panel, splitter,
-                                whole_panel=True)  # fmt: skip
-    return agent, {settings.allocator: version}
+    return panel.date_index(splitter.split_dates(panel.dates)["validation"])
 
 
 def try_reload(load: Callable[[], None], versions: Callable[[], dict], registry: Path) -> dict:
@@ -73,7 +75,8 @@ class Ensemble:
     def _load(self) -> None:
         """The production forecasters, verified; swapped in only once all have loaded."""
         forecasters = load_forecasters(ModelRegistry(self.settings.registry), self.panel)
-        forecasts = LocalForecasts(ForecastEnsemble(forecasters, self.panel))
+        forecasts = LocalForecasts(ForecastEnsemble(forecasters, self.panel, validation_dates(self.settings,
+                                                                                              self.panel)))
         self.forecasts, self.model_versions = forecasts, {f.name: f.version for f in forecasters}
         self.metrics.versions(self.model_versions)
 
@@ -102,18 +105,18 @@ class Allocator:
         self._load()
 
     def _load(self) -> None:
-        self.agent, self.model_versions = load_allocator(self.settings, self.panel)
+        self.proposer, self.model_versions = load_allocator(self.settings, self.panel)
         ServiceMetrics().versions(self.model_versions)
 
     def reload(self) -> dict:
         return try_reload(self._load, lambda: self.model_versions, self.settings.registry)
 
     def info(self) -> dict:
-        return {"versions": self.model_versions, "min_history": self.agent.env.window}
+        return {"versions": self.model_versions, "min_history": self.proposer.min_history}
 
-    def propose_many(self, ts: list[int], currents: list[np.ndarray]) -> list[np.ndarray]:
-        """A batch of (date, current weights) -> target weights, one policy forward pass."""
-        return self.agent.decide_many(ts, currents)
+    def propose_many(self, ts: list[int], currents: list[np.ndarray], forecasts: list) -> list[np.ndarray]:
+        """A batch of (date, current weights, the date's forecast) -> proposed weights, one policy pass."""
+        return self.proposer.propose_many(ts, currents, forecasts)
 
 
 class RiskFilter:

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 
 from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.serving.allocator import AgentProposer, load_proposer
 from rayfolio.serving.deployments import load_panel, try_reload
 from rayfolio.serving.settings import ServeSettings
 from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
@@ -22,14 +23,16 @@ class Explainer:
         self._load()
 
     def _load(self) -> None:
-        from rayfolio.rl.load import load_agent
-
         s, panel = self.settings, self.panel
         splitter = PurgedDateSplitter(s.splits, purge=max(panel.horizons))
-        ensemble = ForecastEnsemble(load_forecasters(ModelRegistry(s.registry), panel), panel)
-        agent, _ = load_agent(ModelRegistry(s.registry), s.allocator, panel, splitter, whole_panel=True)
+        registry = ModelRegistry(s.registry)
+        ensemble = ForecastEnsemble(load_forecasters(registry, panel), panel)
+        proposer, _ = load_proposer(registry, s.allocator, panel, s.splits, ensemble=ensemble)
+        # An agent's weights are explained through its policy; the tilt's follow the expected
+        # return's z-score one for one, so its forecast attributions are its weight's too.
+        agent = proposer.agent if isinstance(proposer, AgentProposer) else None
         train = panel.date_index(splitter.split_dates(panel.dates)["train"])
-        train = train[train >= max(ensemble.min_history, agent.env.window) - 1]
+        train = train[train >= max(ensemble.min_history, agent.env.window if agent else 1) - 1]
         background = train[np.linspace(0, len(train) - 1, s.explain_background).astype(int)]
         with self.lock:  # never between an explanation's two SHAP passes
             self.ensemble, self.agent, self.background = ensemble, agent, background
@@ -50,26 +53,29 @@ class Explainer:
         with self.lock:
             forecast = explain_ensemble(self.ensemble, t, horizon, self.background, self.panel.feature_names,
                                         nsamples=n)  # fmt: skip
-            policy = explain_policy(self.agent, t, current, self.background, nsamples=n)
+            policy = explain_policy(self.agent, t, current, self.background, nsamples=n) if self.agent else None
         names = self.panel.feature_names
         raw = self.panel.features[t]  # (N, F) the values the rationale quotes
         assets = {}
         for i, symbol in enumerate(forecast.symbols):
             values = {f: float(raw[i, k]) for k, f in enumerate(names)}
             by_return = themes(forecast.groups, forecast.contributions[i])
-            by_weight = themes(policy.groups, policy.contributions[i])
             assets[symbol] = {
                 "expected_return": float(forecast.values[i]),
                 "base_value": float(forecast.base_values[i]),
                 "attributions": top_attributions(forecast.groups, forecast.contributions[i]),
                 "rationale": rationale(symbol, f"expected {horizon}-day return", forecast.values[i], by_return,
                                        values),
-                "policy_weight": float(policy.values[i]),
-                "policy_base_value": float(policy.base_values[i]),
-                "policy_attributions": top_attributions(policy.groups, policy.contributions[i]),
-                "policy_rationale": rationale(symbol, "weight before risk checks", policy.values[i], by_weight,
-                                              values),
             }  # fmt: skip
+            if policy is not None:
+                by_weight = themes(policy.groups, policy.contributions[i])
+                assets[symbol] |= {
+                    "policy_weight": float(policy.values[i]),
+                    "policy_base_value": float(policy.base_values[i]),
+                    "policy_attributions": top_attributions(policy.groups, policy.contributions[i]),
+                    "policy_rationale": rationale(symbol, "weight before risk checks", policy.values[i], by_weight,
+                                                  values),
+                }  # fmt: skip
         return {"as_of": str(self.panel.dates[t]), "horizon_days": horizon, "assets": assets, "disclaimer": DISCLAIMER,
                 "method": f"SHAP expected gradients, {n} samples, background of {len(self.background)} training "
                           "dates; attributions + base_value = the explained value, up to sampling error"}  # fmt: skip

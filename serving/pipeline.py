@@ -6,7 +6,8 @@ passed in:
 
 - forecasts: the ensemble's per-date forecasts, computed here (``LocalForecasts``) or fetched
   from the Ensemble deployment (``DeploymentForecasts``); either way cached per date.
-- decisions: the policy's proposal and the risk filters, run here (``LocalDecisions``) or in
+- decisions: the allocator's proposal (a policy or the forecast tilt, which reads the date's
+  forecasts: so forecasts come first) and the risk filters, run here (``LocalDecisions``) or in
   the Allocator and RiskFilter deployments (``DeploymentDecisions``: one call each per batch).
 
 Requests are decided in batches (one policy forward pass, one audit transaction committed
@@ -26,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from rayfolio.rl.measures import conditional_value_at_risk, value_at_risk
+from rayfolio.serving.allocator import Proposer
 from rayfolio.serving.audit import AuditLog
 from rayfolio.serving.cache import LruCache
 from rayfolio.serving.errors import RequestError, idempotency_conflict
@@ -101,18 +103,23 @@ class Decisions(Protocol):
     limits: HouseLimits
 
     async def decide(
-        self, ts: list[int], currents: list[np.ndarray], profiles: list[RiskProfileIn]
+        self,
+        ts: list[int],
+        currents: list[np.ndarray],
+        profiles: list[RiskProfileIn],
+        forecasts: list[EnsembleForecast],
     ) -> list[Decided]: ...
 
 
 class LocalDecisions:
-    """The policy and the risk filters in this process. ``limits`` may change while it serves."""
+    """The allocator's proposals (serving/allocator.py) and the risk filters in this process.
+    ``limits`` may change while it serves."""
 
-    def __init__(self, agent, market: Market, limits: HouseLimits) -> None:
-        self.agent, self.market, self.limits = agent, market, limits
+    def __init__(self, proposer: Proposer, market: Market, limits: HouseLimits) -> None:
+        self.proposer, self.market, self.limits = proposer, market, limits
 
-    async def decide(self, ts: list[int], currents: list[np.ndarray], profiles: list[RiskProfileIn]) -> list[Decided]:
-        proposals = self.agent.decide_many(ts, currents)  # one policy forward pass for the batch
+    async def decide(self, ts, currents, profiles, forecasts) -> list[Decided]:
+        proposals = self.proposer.propose_many(ts, currents, forecasts)  # one policy forward pass for the batch
         return [filter_and_measure(self.market, t, p, c, profile, self.limits)
                 for t, p, c, profile in zip(ts, proposals, currents, profiles, strict=True)]  # fmt: skip
 
@@ -126,8 +133,8 @@ class DeploymentDecisions:
     def __init__(self, allocator, risk_filter) -> None:
         self.allocator, self.risk_filter = allocator, risk_filter
 
-    async def decide(self, ts: list[int], currents: list[np.ndarray], profiles: list[RiskProfileIn]) -> list[Decided]:
-        proposals = await self.allocator.propose_many.remote(ts, currents)
+    async def decide(self, ts, currents, profiles, forecasts) -> list[Decided]:
+        proposals = await self.allocator.propose_many.remote(ts, currents, forecasts)
         return await self.risk_filter.apply_many.remote(
             [(t, p, c, profile.model_dump()) for t, p, c, profile in zip(ts, proposals, currents, profiles,
                                                                            strict=True)]
@@ -184,9 +191,10 @@ class RecommendationPipeline:
     async def run(self, batch: Sequence[Admitted]) -> list[RecommendationResponse | RequestError]:
         """Decide a batch, audit it in one transaction, and return what each caller gets."""
         ts = [a.t for a in batch]
-        forecasts, decided = await asyncio.gather(
-            self.forecasts.get(sorted(set(ts))),
-            self.decisions.decide(ts, [a.current for a in batch], [a.request.risk_profile for a in batch]),
+        # Forecasts first: the allocator may propose from them (the tilt); they are cached per date.
+        forecasts = await self.forecasts.get(sorted(set(ts)))
+        decided = await self.decisions.decide(
+            ts, [a.current for a in batch], [a.request.risk_profile for a in batch], [forecasts[t] for t in ts]
         )
         responses = [self._response(a, forecasts[a.t], *d) for a, d in zip(batch, decided, strict=True)]
         return self._audit([(a.key_id, a.request, r) for a, r in zip(batch, responses, strict=True)])

@@ -57,9 +57,9 @@ class RecommendationService:
         self.registry = ModelRegistry(s.registry)
         self.panel = load_panel(s)
         self.metrics = ServiceMetrics()
-        self.agent, self.local_versions = None, {}
+        self.proposer, self.local_versions = None, {}
         if allocator is None:
-            self.agent, self.local_versions = load_allocator(s, self.panel)
+            self.proposer, self.local_versions = load_allocator(s, self.panel)
             self.metrics.versions(self.local_versions)
         self.limits = s.house_limits
         self.forecasts = DeploymentForecasts(ensemble)
@@ -69,18 +69,18 @@ class RecommendationService:
     @property
     def _remote(self) -> list:
         """The deployments whose models this service serves (and reloads)."""
-        return [self.ensemble, self.explainer] + ([] if self.agent is not None else [self.allocator])
+        return [self.ensemble, self.explainer] + ([] if self.proposer is not None else [self.allocator])
 
     async def ready(self) -> RecommendationPipeline:
         """The pipeline, once every deployment has loaded and verified its models."""
         if self.pipeline is None:
-            remote = self._remote + ([] if self.agent is not None else [self.risk_filter])
+            remote = self._remote + ([] if self.proposer is not None else [self.risk_filter])
             infos = list(await asyncio.gather(*(d.info.remote() for d in remote)))
-            if self.agent is not None:
-                infos.append({"versions": self.local_versions, "min_history": self.agent.env.window})
+            if self.proposer is not None:
+                infos.append({"versions": self.local_versions, "min_history": self.proposer.min_history})
             versions = {k: v for info in infos for k, v in info["versions"].items()}
             market = Market(self.panel, max(info.get("min_history", 1) for info in infos))
-            decisions = (LocalDecisions(self.agent, market, self.limits) if self.agent is not None
+            decisions = (LocalDecisions(self.proposer, market, self.limits) if self.proposer is not None
                          else DeploymentDecisions(self.allocator, self.risk_filter))  # fmt: skip
             self.model_versions = versions
             self.pipeline = RecommendationPipeline(market, self.forecasts, decisions, self.audit, versions)
@@ -109,7 +109,7 @@ class RecommendationService:
         that cannot (a checksum that does not match, a missing file) keeps what it serves.
         Requests never wait for this, nor fail because of it."""
         results = list(await asyncio.gather(*(d.reload.remote() for d in self._remote)))
-        if self.agent is not None:
+        if self.proposer is not None:
             results.append(try_reload(self._load_local, lambda: self.local_versions, self.settings.registry))
         before = self.model_versions
         self.model_versions = {k: v for r in results for k, v in r["versions"].items()}
@@ -123,9 +123,9 @@ class RecommendationService:
         return self.model_versions
 
     def _load_local(self) -> None:
-        self.agent, self.local_versions = load_allocator(self.settings, self.panel)
+        self.proposer, self.local_versions = load_allocator(self.settings, self.panel)
         if self.pipeline is not None and isinstance(self.pipeline.decisions, LocalDecisions):
-            self.pipeline.decisions.agent = self.agent
+            self.pipeline.decisions.proposer = self.proposer
         self.metrics.versions(self.local_versions)
 
     def model_card(self, name: str) -> dict:

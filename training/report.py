@@ -65,3 +65,16 @@ def forecast_section(report: Report, forecasts: ForecastStage, cost_bps: float) 
         table(metrics[metrics.split == "validation"][METRIC_COLUMNS], floatfmt=".4f", index=False),
         f"Forecasts per (date, symbol, horizon, model) for validation and test: `{forecasts.forecasts_path.name}`.",
     )
+
+
+def confidence_section(report: Report, reliability: pd.DataFrame, horizon: int) -> None:
+    """Does the served ``confidence`` mean what it says? Its levels against realised hit rates out of sample."""
+    report.add(
+        "Confidence reliability (test period)",
+        f"The service's per-asset confidence is the probability that the {horizon}-day forecast's direction is right "
+        "(the asset beats the cross-section's median when the ensemble's z > 0, trails it when z < 0): the "
+        "members' agreement is cut into buckets on the validation split and each bucket's validation hit rate "
+        "is its confidence (made non-decreasing in agreement). Out of sample, each level's realised hit rate "
+        "should be close to the level itself; 0.5 is a coin.",
+        table(reliability, floatfmt=".3f", index=False),
+    )

@@ -12,9 +12,6 @@ def _stage_args(parser: argparse.ArgumentParser, out: str) -> argparse.ArgumentP
     config_and_address(parser)
     parser.add_argument("--store", type=Path, help="feature store (default: runs/<name>/features from `rayfolio run`)")
     registry_option(parser)
-    parser.add_argument(
-        "--forecasts", type=Path, help="forecasts.parquet for the top-k baseline (default: the run's, if any)"
-    )
     parser.add_argument("--out", type=Path, help=f"output directory (default: runs/<name>/{out})")
     parser.set_defaults(func=_allocation)
     return parser
@@ -31,46 +28,76 @@ def register(commands) -> None:
 def _allocation(args: argparse.Namespace) -> None:
     from rayfolio.cluster.config import ConfigError, check_env_features, check_index_file, load_config
     from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.cluster.served import calibrated_ensemble, served_factory
     from rayfolio.data.markdown import Report, table
     from rayfolio.data.splits import PurgedDateSplitter
     from rayfolio.data.store import FeatureStore
     from rayfolio.rl.market import MarketData
-    from rayfolio.rl.report import COMPARISON, allocation_section, backtest_section
-    from rayfolio.rl.stage import backtest, load_agents, read_forecasts, run_allocation
+    from rayfolio.rl.report import COMPARISON, allocation_section, backtest_section, served_section, tilt_section
+    from rayfolio.rl.stage import AllocationStage, backtest, load_agents, run_allocation, signal_horizon
+    from rayfolio.rl.tilt import TiltAllocator
+    from rayfolio.training.ensemble import forecast_dates
     from rayfolio.training.panel import Panel
-    from rayfolio.training.registry import ModelRegistry
+    from rayfolio.training.registry import ModelRegistry, RegistryError
 
     config = load_config(args.config)
     store = FeatureStore(config.store_dir(args.store))
     store.verify()
     check_env_features(config, store.feature_names, f"the feature store {store.path}")
     check_index_file(config)
-    forecasts = args.forecasts or config.run_dir / "forecasts.parquet"
-    if args.forecasts is not None and not forecasts.is_file():
-        raise ConfigError(f"{forecasts}: no such forecasts file")
-    if config.allocation.env.forecast_features and not forecasts.is_file():
-        raise ConfigError(
-            f"allocation.env.forecast_features is on but there are no forecasts at {forecasts}: "
-            "run `rayfolio run` (or pass --forecasts FILE), or turn it off"
-        )
     splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
     registry = ModelRegistry(config.registry_root(args.registry))
+    panel = Panel.from_store(store)
+    # The production forecasters' ensemble (the service's), when there are any.
+    ensemble = calibrated_ensemble(registry, panel, config) if registry.production("forecaster") else None
+    if config.allocation.env.forecast_features and ensemble is None:
+        raise ConfigError(
+            f"allocation.env.forecast_features is on but {registry.root} has no production forecaster: "
+            "run `rayfolio run` (or `rayfolio train`), or turn it off"
+        )
     out = (args.out or config.run_dir / args.command).resolve()
+    served = served_factory(config, registry, panel, ensemble, out) if ensemble is not None else None
     out.mkdir(parents=True, exist_ok=True)
     report = Report(f"rayfolio {args.command} '{config.name}'")
     if args.command == "rl":
         with ray_connection(config.ray, args.address):
-            stage = run_allocation(
-                store, splitter, config.allocation, out, registry, source=config.data.source, forecasts_path=forecasts
-            )
+            stage = run_allocation(store, splitter, config.allocation, out, registry, source=config.data.source,
+                                   ensemble=ensemble, served=served)  # fmt: skip
+        served_section(report, stage, config.allocation)
+        tilt_section(report, stage)
         allocation_section(report, stage, config.allocation, out)
         result = stage.backtest
-    else:
-        panel = Panel.from_store(store)
-        frame = read_forecasts(forecasts)
-        agents, loaded = load_agents(registry, panel, splitter, config.allocation, frame)
-        market = MarketData.from_panel(panel, splitter, config.allocation.env, forecasts=frame)
-        result, notes = backtest(market, config.allocation, agents, source=config.data.source, forecasts=frame, out=out)
-        backtest_section(report, result, (*loaded, *notes), config.allocation, out)
+    else:  # the production versions: what `rayfolio serve` serves
+        forecast_z = ensemble.z_panel(forecast_dates(panel, splitter)) if ensemble is not None else None
+        agents, loaded = load_agents(registry, panel, splitter, config.allocation, forecast_z)
+        market = MarketData.from_panel(panel, splitter, config.allocation.env, forecast_z=forecast_z if
+                                       config.allocation.env.forecast_features else None)  # fmt: skip
+        allocators, signal, notes, chosen = list(agents), None, [], None
+        if forecast_z is not None and registry.stage_version("tilt-allocator", "production") is not None:
+            from rayfolio.rl.tilt import load_tilt
+
+            card = load_tilt(registry)
+            z = forecast_z[..., panel.horizons.index(card.horizon)]
+            allocators.append(TiltAllocator(market, z, card.params, config.allocation.env.rebalance_every))
+            signal = (z, card.horizon)
+        elif forecast_z is not None:
+            horizon = signal_horizon(panel.horizons, config.allocation.env.rebalance_every)
+            signal = (forecast_z[..., panel.horizons.index(horizon)], horizon)
+        strategies = []
+        if served is not None:
+            from rayfolio.rl.stage import best_allocator
+
+            try:
+                name = best_allocator(registry)
+            except RegistryError:
+                name = None
+            if name is not None:
+                chosen = (name, registry.stage_version(name, "production"))
+                strategies, served_notes = served(*chosen)
+                notes += served_notes
+        result, more = backtest(market, config.allocation, allocators, source=config.data.source, signal=signal,
+                                served=strategies, out=out)  # fmt: skip
+        served_section(report, AllocationStage(result, {}, {}, None, chosen, ()), config.allocation)
+        backtest_section(report, result, (*loaded, *notes, *more), config.allocation, out)
     print(table(result.metrics[COMPARISON], floatfmt=".3f"))
     print(f"report: {report.write(out / 'report.md')}")

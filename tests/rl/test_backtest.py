@@ -26,7 +26,6 @@ from rayfolio.rl.baselines import (
 )
 from rayfolio.rl.config import BacktestConfig
 from rayfolio.rl.env import PortfolioEnv
-from rayfolio.rl.market import ensemble_forecasts
 from rayfolio.rl.report import write_backtest
 from rayfolio.rl.stage import index_returns, index_run
 from tests.rl.conftest import SMALL_ENV, hand_market
@@ -129,25 +128,6 @@ def test_top_k_holds_the_best_forecasts_and_index_buys_once():
     run = simulate(BuyAndHold(), index[:, None], m.dates, np.array(["INDEX"]), np.array([0, 5, 10]), 29, 10.0)
     assert len(run.turnover) == 1 and run.costs.sum() == pytest.approx(0.001)
     assert np.prod(1 + run.returns.to_numpy()) == pytest.approx(0.999 * np.prod(1 + index[1:30]))
-
-
-def test_ensemble_forecasts_average_the_networks_z_scores_on_date_and_symbol():
-    m = hand_market(np.zeros((5, 3)))
-    day = pd.to_datetime(m.dates[2])
-    rows = [(day, s, 5, model, f) for model, fs in (("gat", [1.0, 2.0, 3.0]), ("lstm", [30.0, 10.0, 20.0]),
-                                                     ("momentum_12_1", [9.0, 9.0, 0.0]))
-            for s, f in zip(["A0", "A1", "A2"], fs, strict=True)]  # fmt: skip
-    rows.append((pd.to_datetime(m.dates[3]), "ZZZ", 5, "gat", 7.0))  # an unknown symbol: ignored
-    frame = pd.DataFrame(rows, columns=["date", "symbol", "horizon", "model", "forecast"])
-    ensemble, horizons, networks = ensemble_forecasts(frame, m.dates, m.symbols)
-    assert horizons == (5,) and networks == ("gat", "lstm")  # forecast baselines are not networks
-
-    def z(x):
-        x = np.asarray(x)
-        return (x - x.mean()) / x.std()
-
-    np.testing.assert_allclose(ensemble[2, :, 0], (z([1, 2, 3]) + z([30, 10, 20])) / 2)
-    assert np.isnan(ensemble[[0, 1, 3, 4]]).all()
 
 
 def test_measures_against_skfolio():

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 from rayfolio.data.store import FeatureStoreError
 from rayfolio.rl.env import PortfolioEnv
-from rayfolio.rl.market import MarketData, ensemble_forecasts
+from rayfolio.rl.market import MarketData
 from tests.rl.conftest import SMALL_ENV, hand_market
 
 
@@ -27,35 +26,28 @@ def test_k_day_growth_compounds_the_daily_returns():
     assert (g[:9, 2] == 1.0).all() and np.isnan(g[9:]).all()  # cash last; no holding past the end
 
 
-def forecasts_frame(market: MarketData, seed: int = 0) -> pd.DataFrame:
-    """Network and baseline forecasts on validation and test dates, like forecasts.parquet."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for split in ("validation", "test"):
-        a, b = market.splits[split]
-        for model in ("gat", "lstm", "momentum_12_1"):
-            for h in (5, 20):
-                for t in range(a, b + 1):
-                    for s in market.symbols:
-                        rows.append((pd.Timestamp(market.dates[t]), s, h, model, split, rng.normal()))
-    return pd.DataFrame(rows, columns=["date", "symbol", "horizon", "model", "split", "forecast"])
+def forecast_z(panel, market: MarketData, seed: int = 0) -> np.ndarray:
+    """(T, N, H) ensemble z-scores from the validation split on (NaN before), as training/ensemble.py's z_panel."""
+    z = np.full((len(panel.dates), len(panel.symbols), len(panel.horizons)), np.nan)
+    first = market.splits["validation"][0]
+    z[first:] = np.random.default_rng(seed).normal(size=z[first:].shape)
+    return z
 
 
 def test_forecast_features_add_a_channel_per_horizon_and_move_the_agents_into_validation(
     small_panel, small_splitter, small_market
 ):
     env = SMALL_ENV.model_copy(update={"forecast_features": True, "forecast_train_fraction": 0.5})
-    frame = forecasts_frame(small_market)
-    market = MarketData.from_panel(small_panel, small_splitter, env, forecasts=frame)
+    z = forecast_z(small_panel, small_market)
+    market = MarketData.from_panel(small_panel, small_splitter, env, forecast_z=z)
     assert market.feature_names == (*SMALL_ENV.features, "forecast_5d", "forecast_20d")
     a, b = small_market.splits["validation"]
     cut = a + round((b - a) * 0.5)
     assert market.splits == {"train": (a, cut), "validation": (cut + 1, b), "test": small_market.splits["test"]}
-    ensemble, _, _ = ensemble_forecasts(frame, small_panel.dates, small_panel.symbols)
     # The channel is the ensemble at t, standardised with statistics of the agents' training dates only.
     expected = market.normalizer.transform(
         np.concatenate([small_panel.features[..., [small_panel.feature_names.index(f) for f in env.features]],
-                        ensemble.astype(np.float32)], axis=-1)
+                        z.astype(np.float32)], axis=-1)
     )  # fmt: skip
     np.testing.assert_allclose(market.features, expected)
     train = PortfolioEnv(market, env, market.splits["train"])
@@ -66,7 +58,7 @@ def test_forecast_features_add_a_channel_per_horizon_and_move_the_agents_into_va
 
 def test_forecast_features_without_forecasts_are_refused(small_panel, small_splitter):
     env = SMALL_ENV.model_copy(update={"forecast_features": True})
-    with pytest.raises(FeatureStoreError, match="no forecasts: run the forecasters first"):
+    with pytest.raises(FeatureStoreError, match="no forecaster ensemble"):
         MarketData.from_panel(small_panel, small_splitter, env)
 
 

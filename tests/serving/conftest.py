@@ -22,6 +22,7 @@ from rayfolio.serving.market import Market
 from rayfolio.serving.pipeline import LocalDecisions, LocalForecasts, RecommendationPipeline
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.training.config import TrainConfig
+from rayfolio.serving.allocator import AgentProposer
 from rayfolio.training.ensemble import ForecastEnsemble, Forecaster
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
@@ -67,7 +68,7 @@ def make_engine(panel: Panel, audit_path, limits: HouseLimits | None = None) -> 
         model = build_model(family, config.model_kwargs(len(panel.feature_names), 3)).eval()
         scaled = Normalizer.fit(panel.features[:400]).transform(panel.features)
         graph = np.tile(np.arange(2), (len(panel.dates), len(panel.symbols), 1))
-        forecasters.append(Forecaster(f"{family}-forecaster", "v0001", model, 10, scaled, graph, panel.horizons,
+        forecasters.append(Forecaster(f"{family}-forecaster", "v0001", (model,), 10, scaled, graph, panel.horizons,
                                       np.array(ic)))  # fmt: skip
     normalizer = Normalizer.fit(panel.features[:400][..., [panel.feature_names.index(f) for f in ENV.features]])
     market_data = MarketData.from_panel(panel, splitter, ENV, normalizer)
@@ -78,9 +79,9 @@ def make_engine(panel: Panel, audit_path, limits: HouseLimits | None = None) -> 
     allocator = AgentAllocator("ppo", policy, market_data, ENV, (0, len(market_data.dates) - 1))
     versions = {"lstm-forecaster": "v0001", "gat-forecaster": "v0001", "ppo-allocator": "v0001"}
     audit = AuditLog(sqlite_url(audit_path), secret=b"test")
-    ensemble = ForecastEnsemble(forecasters, panel)
+    ensemble = ForecastEnsemble(forecasters, panel, np.arange(400, 500))  # confidence calibrated on "validation"
     market = Market(panel, max(ensemble.min_history, allocator.env.window))
-    pipeline = RecommendationPipeline(market, LocalForecasts(ensemble), LocalDecisions(allocator, market,
+    pipeline = RecommendationPipeline(market, LocalForecasts(ensemble), LocalDecisions(AgentProposer(allocator), market,
                                       limits or HouseLimits()), audit, versions)  # fmt: skip
     return TinyModels(panel, ensemble, allocator, audit, pipeline)
 

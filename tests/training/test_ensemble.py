@@ -15,7 +15,16 @@ from rayfolio.data.sources import SyntheticSource
 from rayfolio.data.synthetic import SyntheticPanelConfig
 from rayfolio.training.cards import ForecasterCard, NormalizerParams
 from rayfolio.training.config import TrainConfig
-from rayfolio.training.ensemble import ForecastEnsemble, Forecaster, load_forecasters
+from rayfolio.training.ensemble import (
+    Calibration,
+    ForecastEnsemble,
+    Forecaster,
+    combine,
+    direction_hits,
+    load_forecasters,
+    member_weights,
+    zscore,
+)
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry, RegistryError
@@ -39,7 +48,7 @@ def forecaster(name: str, panel: Panel, ic: list[float], seed: int, normalizer: 
     normalizer = normalizer or Normalizer.fit(panel.features[:350])  # stands in for the training split's
     no_graph = np.zeros((len(panel.dates), len(panel.symbols), 2), np.int64)
     scaled = normalizer.transform(panel.features)
-    return Forecaster(name, "v0001", model, config.window, scaled, no_graph, panel.horizons, np.array(ic))
+    return Forecaster(name, "v0001", (model,), config.window, scaled, no_graph, panel.horizons, np.array(ic))
 
 
 def test_weights_follow_validation_ic_and_expected_returns_follow_grinold(panel):
@@ -54,14 +63,87 @@ def test_weights_follow_validation_ic_and_expected_returns_follow_grinold(panel)
     assert np.ptp(f.expected_return[:, 1]) == pytest.approx(0.0, abs=1e-12)
     mean, spread = ensemble._trailing(300)
     np.testing.assert_allclose(f.expected_return[:, 0], mean[0] + ensemble.ic[0] * spread[0] * f.z[:, 0])
-    assert ((f.confidence > 0) & (f.confidence <= 1)).all()
+    assert np.isnan(f.confidence).all()  # not calibrated: no confidence is claimed
+    calibrated = ForecastEnsemble(ensemble.forecasters, panel, np.arange(250, 350)).forecast(300)
+    assert ((calibrated.confidence >= 0) & (calibrated.confidence <= 1)).all()
+    np.testing.assert_array_equal(calibrated.z, f.z)
 
 
-def test_one_model_or_agreeing_models_are_fully_confident(panel):
+def test_one_model_or_agreeing_models_agree_fully_and_earn_the_validation_hit_rate(panel):
     one = forecaster("a", panel, [0.02, 0.02], 0)
-    assert (ForecastEnsemble([one], panel).forecast(300).confidence == 1.0).all()
+    validation = np.arange(250, 350)
+    single = ForecastEnsemble([one], panel, validation)
+    assert (single.forecast(300).agreement == 1.0).all()
+    z = np.stack([single.forecast(t).z for t in validation])
+    overall = np.nanmean(direction_hits(z, panel.labels[validation].astype(np.float64)), axis=(0, 1))
+    np.testing.assert_allclose(single.forecast(300).confidence, np.broadcast_to(overall, (6, 2)))
     twin = dataclasses.replace(one, name="b")
-    np.testing.assert_allclose(ForecastEnsemble([one, twin], panel).forecast(300).confidence, 1.0)
+    np.testing.assert_allclose(ForecastEnsemble([one, twin], panel).forecast(300).agreement, 1.0)
+
+
+def test_combine_and_agreement_by_hand():
+    scores = np.array([[[1.0], [2.0], [3.0]], [[3.0], [2.0], [1.0]]])  # (M=2, N=3, H=1): opposite views
+    z, agreement = combine(scores, np.array([[0.75], [0.25]]))
+    unit = np.sqrt(1.5)  # z of (1, 2, 3) is (-1, 0, 1) * sqrt(3/2)
+    np.testing.assert_allclose(z[:, 0], [-0.5 * unit, 0.0, 0.5 * unit])
+    np.testing.assert_allclose(agreement[:, 0], [0.5, 1.0, 0.5])  # |0.75 - 0.25| / (0.75 + 0.25); no view: 1
+    np.testing.assert_allclose(member_weights(np.array([[0.03, -0.01], [0.01, -0.02]])), [[0.75, 0.5], [0.25, 0.5]])
+
+
+def test_calibration_buckets_hit_rates_and_keeps_them_monotone():
+    # Two buckets of agreement; the low one hits 3/4, the high one 1/4: pooled to 1/2 each (no inversion).
+    agreement = np.array([0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9])[None, :, None]  # (D=1, N=8, H=1)
+    z = np.ones((1, 8, 1))
+    labels = np.array([1.0, 1.0, 1.0, -1.0, 1.0, -1.0, -1.0, -1.0])[None, :, None] + 0.01 * np.arange(8)[None, :, None]
+    c = Calibration.fit(z, agreement, labels, buckets=2)
+    np.testing.assert_allclose(c.count, [[4, 4]])
+    np.testing.assert_allclose(c.hit_rate, [[0.5, 0.5]])
+    increasing = Calibration.fit(z, agreement, labels[:, ::-1], buckets=2)  # low bucket 1/4, high 3/4: kept
+    np.testing.assert_allclose(increasing.hit_rate, [[0.25, 0.75]])
+    np.testing.assert_allclose(increasing.confidence(np.array([[0.05], [0.95]])), [[0.25], [0.75]])
+
+
+def test_a_date_forecasts_the_same_bits_alone_in_a_batch_and_in_the_strategies_signal(panel):
+    ensemble = ForecastEnsemble([forecaster("a", panel, [0.03, 0.01], 0), forecaster("b", panel, [0.01, 0.02], 1)],
+                                panel)  # fmt: skip
+    alone = ensemble.forecast(300)
+    fresh = ForecastEnsemble(ensemble.forecasters, panel)  # nothing cached
+    batched = {f.date: f for f in fresh.forecast_many([290, 300, 310])}[panel.dates[300]]
+    np.testing.assert_array_equal(alone.z, batched.z)
+    np.testing.assert_array_equal(alone.expected_return, batched.expected_return)
+    np.testing.assert_array_equal(ForecastEnsemble(ensemble.forecasters, panel).z_panel(np.array([300, 301]))[300],
+                                  alone.z)  # fmt: skip
+
+
+def test_seeds_of_a_member_are_averaged_before_the_z_score(panel):
+    a, b = forecaster("a", panel, [0.02, 0.02], 0), forecaster("a", panel, [0.02, 0.02], 1)
+    both = dataclasses.replace(a, models=(a.models[0], b.models[0]))
+    np.testing.assert_allclose(both.scores(300), (a.scores(300) + b.scores(300)) / 2)
+
+
+def test_the_explainer_twin_equals_the_ensemble(panel):
+    from rayfolio.explain.attributions import EnsembleReturn
+
+    members = [forecaster("a", panel, [0.03, 0.01], 0), forecaster("b", panel, [0.01, 0.02], 1)]
+    second = forecaster("b", panel, [0.01, 0.02], 2)
+    members[1] = dataclasses.replace(members[1], models=(members[1].models[0], second.models[0]))
+    ensemble = ForecastEnsemble(members, panel)
+    rng = np.random.default_rng(0)
+    for t in rng.integers(60, 390, 5).tolist():
+        for h in range(2):
+            x = torch.from_numpy(members[0].scaled[t - 9 : t + 1][None])
+            twin = EnsembleReturn(ensemble, t, h)(x).detach().numpy()[0]
+            np.testing.assert_allclose(twin, ensemble.forecast(t).expected_return[:, h], atol=1e-6)
+    # Random inputs: the twin's z-scoring is the numpy one's.
+    module = EnsembleReturn(ensemble, 300, 0)
+    x = torch.from_numpy(rng.normal(size=(3, 10, 6, len(panel.feature_names))).astype(np.float32))
+    with torch.no_grad():
+        scores = np.stack([np.mean([m(x, torch.from_numpy(f.neighbours[[300] * 3]))[..., 0].double().numpy()
+                                    for m in f.models], axis=0) for f in members])  # (M, B, N)
+    mean, dispersion = ensemble._trailing(300)
+    expected = mean[0] + ensemble.ic[0] * dispersion[0] * np.einsum("m,mbn->bn", ensemble.weights[:, 0],
+                                                                     zscore(scores[..., None])[..., 0])  # fmt: skip
+    np.testing.assert_allclose(module(x).detach().numpy(), expected, atol=1e-6)
 
 
 def test_forecasts_at_t_use_no_data_after_t(panel):

@@ -1,0 +1,67 @@
+"""What the main job and ``rayfolio backtest`` measure as the served path: the forecaster
+ensemble (calibrated on validation) and the recommendation pipeline the service builds, under
+the house limits of the serve config, replayed as one strategy per risk profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rayfolio.cluster.config import ConfigError, RunConfig
+from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.rl.stage import ServedFactory
+from rayfolio.serving.replay import replay_pipeline, served_strategies
+from rayfolio.serving.risk import HouseLimits
+from rayfolio.serving.settings import SettingsError, read_serve_config
+from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
+from rayfolio.training.panel import Panel
+from rayfolio.training.registry import ModelRegistry
+
+
+def serve_config_path(config: RunConfig) -> Path:
+    from rayfolio.cluster.commands.serve import default_serve_config
+
+    spec = config.allocation.backtest.serve_config
+    return Path(spec) if spec else default_serve_config()
+
+
+def house_limits(config: RunConfig) -> HouseLimits:
+    """The house limits the service applies: the serve config's risk-filter ``user_config``."""
+    path = serve_config_path(config)
+    try:
+        limits = read_serve_config(path).settings.get("house_limits", {})
+        return HouseLimits.model_validate(limits)
+    except SettingsError as err:
+        raise ConfigError(str(err)) from None
+    except ValueError as err:  # pydantic's ValidationError
+        raise ConfigError(f"{path}: house limits (user_config): {err}".replace("\n", " ")) from None
+
+
+def calibrated_ensemble(
+    registry: ModelRegistry, panel: Panel, config: RunConfig, versions: dict[str, str] | None = None
+) -> ForecastEnsemble:
+    """The ensemble of ``versions`` ({name: version}; None: the production forecasters), its
+    confidence calibrated on the run's validation split: the service's ensemble."""
+    splitter = PurgedDateSplitter(config.splits, purge=max(panel.horizons))
+    validation = panel.date_index(splitter.split_dates(panel.dates)["validation"])
+    return ForecastEnsemble(load_forecasters(registry, panel, versions=versions), panel, validation)
+
+
+def served_factory(
+    config: RunConfig, registry: ModelRegistry, panel: Panel, ensemble: ForecastEnsemble, out: Path
+) -> ServedFactory:
+    """Builds, for the chosen (allocator, version), one served-path strategy per profile of the config."""
+    limits = house_limits(config)
+
+    def build(allocator: str, version: str):
+        pipeline = replay_pipeline(registry, panel, ensemble, allocator, limits, out / "served_audit.db",
+                                   splits=config.splits, allocator_version=version)  # fmt: skip
+        profiles = config.allocation.backtest.served_profiles
+        members = ", ".join(f"{f.name} {f.version}" for f in ensemble.forecasters)
+        note = (f"served_*: the recommendation pipeline the service runs (ensemble of {members}; allocator "
+                f"{allocator} {version}, chosen by validation Sharpe after costs; house limits from "
+                f"{serve_config_path(config).name}), asked at every rebalance date with the client's drifted "
+                f"weights, risk tolerance {', '.join(f'{n} {t}' for n, t in profiles.items())}; every "
+                f"recommendation audited in {out / 'served_audit.db'}.")  # fmt: skip
+        return served_strategies(pipeline, profiles), [note]
+
+    return build
