@@ -221,8 +221,9 @@ def backtest_section(
     verdicts = []
     for agent in agents:
         m = result.metrics.loc[agent]
-        rivals = result.metrics.drop(index=[n for n in result.metrics.index if n in agents or n == "tilt"
-                                            or n.startswith(SERVED_PREFIX)])  # the baselines only
+        rivals = result.metrics.drop(
+            index=[n for n in result.metrics.index if n in agents or n == "tilt" or n.startswith(SERVED_PREFIX)]
+        )  # the baselines only
         top = rivals.index[0]
         rival = rivals.iloc[0]["sharpe"]
         beats = m["sharpe"] > rival
@@ -267,10 +268,12 @@ def served_section(report: Report, stage: AllocationStage, config: AllocationCon
     for name in served:
         row = m.loc[name]
         inside = row["sharpe_ci_low"] <= ew <= row["sharpe_ci_high"]
-        lines.append(f"**{name}**: Sharpe {row['sharpe']:.2f} ({row['sharpe_ci_low']:.2f} .. "
-                     f"{row['sharpe_ci_high']:.2f}), {row['annual_return']:.1%} a year, max drawdown "
-                     f"{row['max_drawdown']:.1%}; 1/N's Sharpe {ew:.2f} is "
-                     + ("inside its interval: no significant difference." if inside else "outside its interval."))
+        lines.append(
+            f"**{name}**: Sharpe {row['sharpe']:.2f} ({row['sharpe_ci_low']:.2f} .. "
+            f"{row['sharpe_ci_high']:.2f}), {row['annual_return']:.1%} a year, max drawdown "
+            f"{row['max_drawdown']:.1%}; 1/N's Sharpe {ew:.2f} is "
+            + ("inside its interval: no significant difference." if inside else "outside its interval.")
+        )
     report.add(
         "What a client following rayfolio's recommendations would have earned",
         f"The service's own decision path replayed through the test period ({first} .. {last}): at every "
@@ -278,7 +281,8 @@ def served_section(report: Report, stage: AllocationStage, config: AllocationCon
         f"and a risk profile; the recommendation pipeline the HTTP service runs (ensemble forecasts -> "
         f"{allocator} {version} -> risk filters under the house limits) answers, and the client trades to the "
         f"target at {config.env.cost_bps:g} bps per unit of turnover. Risk tolerance per profile: "
-        + ", ".join(f"{n} {t}" for n, t in config.backtest.served_profiles.items()) + ".",
+        + ", ".join(f"{n} {t}" for n, t in config.backtest.served_profiles.items())
+        + ".",
         *lines,
         table(frame, floatfmt=".3f"),
     )

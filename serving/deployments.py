@@ -75,8 +75,9 @@ class Ensemble:
     def _load(self) -> None:
         """The production forecasters, verified; swapped in only once all have loaded."""
         forecasters = load_forecasters(ModelRegistry(self.settings.registry), self.panel)
-        forecasts = LocalForecasts(ForecastEnsemble(forecasters, self.panel, validation_dates(self.settings,
-                                                                                              self.panel)))
+        forecasts = LocalForecasts(
+            ForecastEnsemble(forecasters, self.panel, validation_dates(self.settings, self.panel))
+        )
         self.forecasts, self.model_versions = forecasts, {f.name: f.version for f in forecasters}
         self.metrics.versions(self.model_versions)
 

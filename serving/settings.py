@@ -49,7 +49,9 @@ class ServeSettings(BaseModel):
     registry: Path
     splits: SplitConfig  # the run's: the explainer's background and the allocator's training window
     audit_url: str
-    allocator: str = "ppo-allocator"
+    # A registered allocator (ppo-allocator, sac-allocator, tilt-allocator) or "best": the production
+    # one with the best validation Sharpe after costs, the one the main job's served path replays.
+    allocator: str = "best"
     # Where the policy and the risk filters run for a recommendation. "ingress": in the
     # ingress replica, so a date whose forecasts are cached costs no handle hop (each hop
     # costs ~5 ms of CPU on this 2-core machine; bench/serve_load.py measures both).

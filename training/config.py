@@ -90,3 +90,6 @@ class ForecastersConfig(BaseModel):
     search: SearchConfig = SearchConfig(num_samples=2, hidden=(16, 32), layers=(1,), window=(20, 40))
     scaling: ScalingOptions = ScalingOptions()
     cost_bps: float = Field(DEFAULT_COST_BPS, ge=0)
+    # Seeds of each family's chosen configuration, trained after the search and averaged into one
+    # ensemble member (raw scores averaged before the z-score): a seed's luck is not skill.
+    seeds_per_model: int = Field(1, ge=1)

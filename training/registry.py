@@ -77,7 +77,9 @@ def _read_card(path: Path) -> Card:
     except ValidationError as err:
         problems = []
         for e in err.errors():
-            loc = e["loc"][1:] if e["loc"] and e["loc"][0] in ("forecaster", "allocator", "tilt") else e["loc"]  # the tag
+            loc = (
+                e["loc"][1:] if e["loc"] and e["loc"][0] in ("forecaster", "allocator", "tilt") else e["loc"]
+            )  # the tag
             problems.append(f"field {'.'.join(map(str, loc)) or 'kind'!r}: {e['msg']}")
         raise RegistryError(f"{path}: not a valid card ({'; '.join(problems)}); refusing to load it") from None
 

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore
 from rayfolio.training.baselines import BASELINES, RidgeBaseline, momentum_12_1, reversal_5d
 from rayfolio.training.cards import Calendar, ForecasterCard, NormalizerParams, forecaster_name
 from rayfolio.training.config import ForecastersConfig
+from rayfolio.training.ensemble import seed_file
 from rayfolio.training.evaluate import forecast_frame, metrics_table
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry
-from rayfolio.training.train import TrainingData, predict, prepare_training_data
+from rayfolio.training.train import TrainingData, predict, prepare_training_data, train_forecaster
 from rayfolio.training.tune import SearchOutcome, search_family
 
 logger = logging.getLogger(__name__)
@@ -65,8 +67,13 @@ def run_forecasters(
             searches[family].deflated_sharpe,
         )
 
+    seeds = {family: _extra_seeds(data, o, config, run_dir) for family, o in searches.items()}
     splits = _split_indices(panel, splitter, max((*config.search.window, config.train.window)))
-    scorers = {name: (lambda t, o=o: predict(o.model, data, t, o.best_config.window)) for name, o in searches.items()}
+    scorers = {
+        name: (lambda t, o=o, more=seeds[name]: np.mean([predict(m, data, t, o.best_config.window)
+                                                         for m in (o.model, *more)], axis=0))
+        for name, o in searches.items()
+    }  # fmt: skip
     ridge = RidgeBaseline().fit(data)
     scorers |= {
         "momentum_12_1": lambda t: momentum_12_1(data, t),
@@ -84,7 +91,9 @@ def run_forecasters(
 
     calendar = Calendar.of(store, splitter)
     registered = {
-        forecaster_name(family): _register(registry, panel, calendar, data, outcome, metrics[metrics.model == family])
+        forecaster_name(family): _register(
+            registry, panel, calendar, data, outcome, seeds[family], metrics[metrics.model == family]
+        )
         for family, outcome in searches.items()
     }
     return ForecastStage(metrics, searches, registered, forecasts_path)
@@ -96,9 +105,11 @@ def _register(
     calendar: Calendar,
     data: TrainingData,
     outcome: SearchOutcome,
+    seeds: list[torch.nn.Module],
     metrics: pd.DataFrame,
 ) -> tuple[str, str]:
-    """Register the search's chosen model (stage auto: production if the model has none yet, else staging)."""
+    """Register the search's chosen model and its extra seeds, one ensemble member (stage auto:
+    production if the model has none yet, else staging)."""
     card = ForecasterCard(
         train=outcome.best_config,
         feature_names=data.feature_names,
@@ -109,8 +120,9 @@ def _register(
     )
     version = registry.register(
         card,
-        {WEIGHTS: outcome.model.state_dict()},
+        {WEIGHTS: outcome.model.state_dict()} | {seed_file(i + 1): m.state_dict() for i, m in enumerate(seeds)},
         metrics={
+            "seeds": 1 + len(seeds),
             "validation_rank_ic_search": outcome.best.val_rank_ic,
             "configurations_tried": len(outcome.trials),
             "deflated_sharpe": outcome.deflated_sharpe,
@@ -118,6 +130,18 @@ def _register(
         },
     )
     return version.version, registry.stage_of(version)
+
+
+def _extra_seeds(
+    data: TrainingData, outcome: SearchOutcome, config: ForecastersConfig, run_dir: Path
+) -> list[torch.nn.Module]:
+    """``seeds_per_model - 1`` more trainings of the chosen configuration on Ray Train, other seeds."""
+    out = []
+    for i in range(1, config.seeds_per_model):
+        seeded = outcome.best_config.model_copy(update={"seed": outcome.best_config.seed + 1000 * i})
+        logger.info("%s: seed %d of %d of the chosen configuration", outcome.family, i + 1, config.seeds_per_model)
+        out.append(train_forecaster(data, seeded, config.scaling, run_dir / "tune", f"{outcome.family}-seed{i}").model)
+    return out
 
 
 def beats_baselines(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:

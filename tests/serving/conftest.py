@@ -17,12 +17,12 @@ from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.synthetic import SyntheticPanelConfig
 from rayfolio.rl.agents import AgentAllocator, rebuild_policy
 from rayfolio.rl.market import MarketData
+from rayfolio.serving.allocator import AgentProposer
 from rayfolio.serving.audit import AuditLog, sqlite_url
 from rayfolio.serving.market import Market
 from rayfolio.serving.pipeline import LocalDecisions, LocalForecasts, RecommendationPipeline
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.training.config import TrainConfig
-from rayfolio.serving.allocator import AgentProposer
 from rayfolio.training.ensemble import ForecastEnsemble, Forecaster
 from rayfolio.training.models import build_model
 from rayfolio.training.panel import Normalizer, Panel

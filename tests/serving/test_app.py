@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.tiny_market import ADMIN, BURSTY, OTHER, USER, auth, serve_tiny, tiny_settings
+from bench.tiny_market import ADMIN, BURSTY, CLIENTS, OTHER, USER, auth, serve_tiny, tiny_settings
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.audit import RECORDS, AuditLog
 from rayfolio.serving.builder import build_app
@@ -298,3 +298,38 @@ def test_requests_are_strict_numbers_are_numbers(service):
     assert horizon["enum"] == [5, 20, 60]
     weights = document["components"]["schemas"]["RecommendationRequest"]["properties"]["portfolio"]
     assert weights["additionalProperties"]["minimum"] == 0 and weights["propertyNames"]["enum"]
+
+
+def test_the_backtests_served_path_is_what_the_running_service_answers(service, tmp_path):
+    """N rebalance dates replayed by the backtest (its drifted weights, a risk profile) and the same
+    requests sent to the running Serve app over HTTP: identical target weights, bit for bit."""
+    from rayfolio.rl.backtest import rebalance_dates, simulate
+    from rayfolio.serving.deployments import load_panel, validation_dates
+    from rayfolio.serving.replay import ServedStrategy, replay_pipeline, replay_request, weights_of
+    from rayfolio.serving.schemas import RiskProfileIn
+    from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
+    from rayfolio.training.registry import ModelRegistry
+
+    client, settings, _ = service
+    panel, registry = load_panel(settings), ModelRegistry(settings.registry)
+    ensemble = ForecastEnsemble(load_forecasters(registry, panel), panel, validation_dates(settings, panel))
+    pipeline = replay_pipeline(registry, panel, ensemble, settings.allocator, settings.house_limits,
+                               tmp_path / "replay.db", splits=settings.splits)  # fmt: skip
+    profile = RiskProfileIn(risk_tolerance=0.2)
+    asked = []
+
+    class Recording(ServedStrategy):
+        def decide(self, t, weights):
+            asked.append((t, weights.copy()))
+            return super().decide(t, weights)
+
+    first = pipeline.market.first_servable + 1
+    decisions = rebalance_dates(first, first + 8 * 5, 5)  # N = 8 dates
+    run = simulate(Recording("served_cautious", pipeline, profile), pipeline.market.returns, panel.dates,
+                   panel.symbols, decisions, first + 8 * 5, 10.0)  # fmt: skip
+    assert len(asked) == 8
+    for (t, current), target in zip(asked, run.weights.to_numpy(), strict=True):
+        body = replay_request(pipeline.market, t, current, profile).model_dump(mode="json")
+        r = client.post("/v1/recommendations", json=body, headers=auth(CLIENTS[-1]))
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(weights_of(pipeline.market.symbols, r.json()["target_weights"]), target)

@@ -23,6 +23,7 @@ from rayfolio.training.ensemble import (
     direction_hits,
     load_forecasters,
     member_weights,
+    seed_file,
     zscore,
 )
 from rayfolio.training.models import build_model
@@ -138,8 +139,14 @@ def test_the_explainer_twin_equals_the_ensemble(panel):
     module = EnsembleReturn(ensemble, 300, 0)
     x = torch.from_numpy(rng.normal(size=(3, 10, 6, len(panel.feature_names))).astype(np.float32))
     with torch.no_grad():
-        scores = np.stack([np.mean([m(x, torch.from_numpy(f.neighbours[[300] * 3]))[..., 0].double().numpy()
-                                    for m in f.models], axis=0) for f in members])  # (M, B, N)
+        scores = np.stack(
+            [
+                np.mean(
+                    [m(x, torch.from_numpy(f.neighbours[[300] * 3]))[..., 0].double().numpy() for m in f.models], axis=0
+                )
+                for f in members
+            ]
+        )  # (M, B, N)
     mean, dispersion = ensemble._trailing(300)
     expected = mean[0] + ensemble.ic[0] * dispersion[0] * np.einsum("m,mbn->bn", ensemble.weights[:, 0],
                                                                      zscore(scores[..., None])[..., 0])  # fmt: skip
@@ -186,3 +193,19 @@ def test_production_forecasters_load_from_the_registry_verified(panel, tmp_path)
         load_forecasters(registry, panel)
     with pytest.raises(RegistryError, match="no production forecaster"):
         load_forecasters(ModelRegistry(tmp_path / "empty"), panel)
+
+
+def test_a_member_registered_with_several_seeds_loads_them_all(panel, tmp_path):
+    registry = ModelRegistry(tmp_path)
+    config, first = tiny("lstm", panel, 0)
+    _, second = tiny("lstm", panel, 1)
+    normalizer = Normalizer.fit(panel.features[:350])
+    card = ForecasterCard(train=config, feature_names=panel.feature_names, horizons=(5, 20),
+                          normalizer=NormalizerParams.of(normalizer), symbols=tuple(panel.symbols.tolist()),
+                          calendar=CALENDAR)  # fmt: skip
+    registry.register(card, {WEIGHTS: first.state_dict(), seed_file(1): second.state_dict()}, metrics={})
+    (member,) = load_forecasters(registry, panel)
+    assert len(member.models) == 2
+    alone = [dataclasses.replace(member, models=(m,)).scores(300) for m in member.models]
+    np.testing.assert_allclose(member.scores(300), (alone[0] + alone[1]) / 2)
+    assert not np.allclose(alone[0], alone[1])
