@@ -179,7 +179,12 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     # The allocation stage: agents registered, backtest files, the comparison in the report.
     assert "## Allocation agents" in report and "## Backtest (test period, after costs)" in report
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"ppo", "sac", "equal_weight", "min_variance", "max_sharpe", "hrp", "forecast_top_k"}
+    served = {"served_cautious", "served_balanced", "served_aggressive"}
+    assert set(metrics) == {"ppo", "sac", "tilt", "equal_weight", "min_variance", "max_sharpe", "hrp",
+                            "forecast_top_k"} | served  # fmt: skip
+    # The report opens with what a client following the recommendations would have earned.
+    assert report.split("\n## ")[1].startswith("What a client following rayfolio's recommendations")
+    assert "## Forecast tilt around 1/N" in report and "## Confidence reliability (test period)" in report
     assert set(pd.read_parquet(run_dir / "returns.parquet").columns) == set(metrics)
     assert (run_dir / "plots" / "equity_curves.png").stat().st_size > 10_000
     assert re.search(r"\| ppo-allocator\s+\| v0001\s+\| production\s+\|", listed), listed
@@ -190,6 +195,8 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert "ppo-allocator v0001 (production)" in backtest_report and "| forecast_top_k " in backtest_report
     again = json.loads((run_dir / "backtest" / "metrics.json").read_text())
     assert again["ppo"]["sharpe"] == pytest.approx(metrics["ppo"]["sharpe"])  # the registered agent is the same
+    for name in (*served, "tilt"):  # the production versions are the ones the run measured
+        assert again[name]["sharpe"] == pytest.approx(metrics[name]["sharpe"]), name
     # `rayfolio rl` with the forecasts as observations: agents learn inside validation, register as staging.
     config = yaml.safe_load(tiny_run_config(tmp_path).read_text())
     config["allocation"]["env"]["forecast_features"] = True
