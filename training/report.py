@@ -76,5 +76,5 @@ def confidence_section(report: Report, reliability: pd.DataFrame, horizon: int) 
         "members' agreement is cut into buckets on the validation split and each bucket's validation hit rate "
         "is its confidence (made non-decreasing in agreement). Out of sample, each level's realised hit rate "
         "should be close to the level itself; 0.5 is a coin.",
-        table(reliability, floatfmt=".3f", index=False),
+        table(reliability.astype({"forecasts": str}), floatfmt=".3f", index=False),  # counts, not 3 decimals
     )

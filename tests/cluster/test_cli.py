@@ -236,7 +236,12 @@ def test_main_job_on_the_embedded_default(tmp_path, ray_session, monkeypatch):
         "hrp",
         "forecast_top_k",
         "index_buy_hold",
+        "tilt",
+        "served_cautious",
+        "served_balanced",
+        "served_aggressive",
     } == set(metrics)
+    assert report.split("\n## ")[1].startswith("What a client following rayfolio's recommendations")
     assert metrics["equal_weight"]["days"] == 1507
 
 

@@ -122,3 +122,35 @@ def test_the_ensemble_is_bit_identical_in_the_backtest_the_service_and_the_expla
         for mine, theirs in zip(backtest.forecasters, explainer.ensemble.forecasters, strict=True):
             np.testing.assert_array_equal(mine.scaled[t - mine.window + 1 : t + 1],
                                           theirs.scaled[t - theirs.window + 1 : t + 1])  # fmt: skip
+
+
+def test_the_tilt_is_servable_and_proposes_what_the_backtests_tilt_decides(tiny, tmp_path):
+    import shutil
+
+    from rayfolio.rl.config import TiltParams
+    from rayfolio.rl.market import MarketData
+    from rayfolio.rl.tilt import TiltAllocator, register_tilt
+    from rayfolio.serving.allocator import TiltProposer
+    from rayfolio.training.cards import TiltCard
+
+    settings, panel, _ = tiny
+    shutil.copytree(settings.registry, tmp_path / "registry")
+    registry = ModelRegistry(tmp_path / "registry")
+    ppo = registry.get("ppo-allocator", stage="production")
+    params = TiltParams(k=1.0, band=0.01, cap=0.3)
+    card = TiltCard(params=params, horizon=20, rebalance_every=5, cost_bps=10.0,
+                    forecasters={"lstm-forecaster": "v0001"}, symbols=tuple(panel.symbols.tolist()),
+                    calendar=ppo.card.calendar)  # fmt: skip
+    register_tilt(registry, card, {"validation_sharpe": 9.0})  # better than the agent: "best" serves it
+    proposer, versions = load_proposer(registry, "best", panel, settings.splits)
+    assert isinstance(proposer, TiltProposer) and versions == {"tilt-allocator": "v0001"}
+    ensemble = ForecastEnsemble(load_forecasters(registry, panel), panel)
+    t = pipeline_date(panel, 30)
+    current = np.r_[np.full(6, 0.1), 0.4]
+    (proposal,) = proposer.propose_many([t], [current], [ensemble.forecast(t)])
+    first, last = MarketData.listing(panel)
+    market = dataclasses.make_dataclass("M", ["first", "last", "dates"])(first, last, panel.dates)
+    market.tradable = lambda t, horizon: MarketData.tradable(market, t, horizon)
+    z = ensemble.z_panel(np.array([t]))[..., panel.horizons.index(20)]
+    np.testing.assert_array_equal(proposal, TiltAllocator(market, z, params, 5).decide(t, current))
+    assert proposal.sum() == pytest.approx(1.0) and proposal[:-1].max() <= 0.3 + 1e-12
