@@ -35,7 +35,7 @@ from rayfolio.data.store import FeatureStore, prepare_feature_store
 from rayfolio.data.validate import validate_before_ray
 from rayfolio.rl.report import COMPARISON, allocation_section, served_section, tilt_section
 from rayfolio.rl.stage import run_allocation, signal_horizon
-from rayfolio.training.ensemble import reliability_table
+from rayfolio.training.ensemble import reliability_table, split_indices
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
 from rayfolio.training.report import confidence_section, forecast_section, rank_ic_on_test
@@ -108,7 +108,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
         json.dumps({"data": asdict(summary), "timings_s": {k: round(v, 2) for k, v in timings.items()}}, indent=2)
     )
     report = Report(f"rayfolio run '{config.name}'")
-    served_section(report, allocation, config.allocation)
+    served_section(report, allocation.backtest, allocation.served, config.allocation)
     report.add(
         "Run",
         table(
@@ -126,7 +126,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
     data_section(report, summary, overview, run_dir)
     forecast_section(report, forecasts, config.forecasters.cost_bps)
     if ensemble is not None:
-        test = panel.date_index(splitter.split_dates(panel.dates)["test"])
+        test = split_indices(panel, splitter, "test")
         horizon = signal_horizon(panel.horizons, config.allocation.env.rebalance_every)
         confidence_section(report, reliability_table(ensemble, test, horizon), horizon)
     tilt_section(report, allocation)

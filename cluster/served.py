@@ -12,7 +12,7 @@ from rayfolio.rl.stage import ServedFactory
 from rayfolio.serving.replay import replay_pipeline, served_strategies
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.settings import SettingsError, read_serve_config
-from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
+from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters, split_indices
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
 
@@ -41,8 +41,7 @@ def calibrated_ensemble(
 ) -> ForecastEnsemble:
     """The ensemble of ``versions`` ({name: version}; None: the production forecasters), its
     confidence calibrated on the run's validation split: the service's ensemble."""
-    splitter = PurgedDateSplitter(config.splits, purge=max(panel.horizons))
-    validation = panel.date_index(splitter.split_dates(panel.dates)["validation"])
+    validation = split_indices(panel, PurgedDateSplitter(config.splits, purge=max(panel.horizons)), "validation")
     return ForecastEnsemble(load_forecasters(registry, panel, versions=versions), panel, validation)
 
 

@@ -18,6 +18,12 @@ from rayfolio.rl.config import EnvConfig
 from rayfolio.training.panel import Normalizer, Panel
 
 
+def tradable_at(first: np.ndarray, last: np.ndarray, n_dates: int, t: int, horizon: int) -> np.ndarray:
+    """(N,) bool: assets listed from ``first`` to ``last`` (N,) that have a price at t and are still
+    listed at t + horizon (or at the last of ``n_dates``, when the holding period runs past it)."""
+    return (first <= t) & (last >= min(t + horizon, n_dates - 1))
+
+
 @dataclass(frozen=True)
 class MarketData:
     dates: np.ndarray  # (T,) datetime64[D]
@@ -102,9 +108,8 @@ class MarketData:
         return first, last
 
     def tradable(self, t: int, horizon: int = 1) -> np.ndarray:
-        """(N,) bool: assets with a price at t and still listed at t + horizon
-        (or at the panel's last date, when the holding period runs past it)."""
-        return (self.first <= t) & (self.last >= min(t + horizon, len(self.dates) - 1))
+        """(N,) bool: assets with a price at t and still listed at t + horizon."""
+        return tradable_at(self.first, self.last, len(self.dates), t, horizon)
 
     def growth(self, horizon: int) -> np.ndarray:
         """(T, N+1) gross growth of one unit held from t to t+horizon, cash last (1.0).

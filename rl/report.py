@@ -252,20 +252,23 @@ def backtest_section(
     )
 
 
-def served_section(report: Report, stage: AllocationStage, config: AllocationConfig) -> None:
+def served_section(
+    report: Report, result: BacktestResult, served: tuple[str, str] | None, config: AllocationConfig
+) -> None:
     """The report's opening: what a client following rayfolio's recommendations would have earned,
-    per risk profile, next to 1/N and the index, with the Sharpe's bootstrap interval."""
-    m = stage.backtest.metrics
-    served = [n for n in m.index if n.startswith(SERVED_PREFIX)]
-    if not served:
+    per risk profile, next to 1/N and the index, with the Sharpe's bootstrap interval. ``served``:
+    the (allocator, version) the served path replayed; None: no served path to show."""
+    m = result.metrics
+    if served is None:
         return
-    shown = served + [n for n in (BENCHMARK, INDEX, "tilt", *config.agents.algorithms) if n in m.index]
+    allocator, version = served
+    rows = [n for n in m.index if n.startswith(SERVED_PREFIX)]
+    shown = rows + [n for n in (BENCHMARK, INDEX, "tilt", *config.agents.algorithms) if n in m.index]
     frame = m.loc[shown, COMPARISON].rename(columns=COLUMNS)
-    first, last = stage.backtest.returns.index[0].date(), stage.backtest.returns.index[-1].date()
-    allocator, version = stage.served
+    first, last = result.returns.index[0].date(), result.returns.index[-1].date()
     ew = m.loc[BENCHMARK, "sharpe"] if BENCHMARK in m.index else float("nan")
     lines = []
-    for name in served:
+    for name in rows:
         row = m.loc[name]
         inside = row["sharpe_ci_low"] <= ew <= row["sharpe_ci_high"]
         lines.append(

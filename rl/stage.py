@@ -32,7 +32,7 @@ from rayfolio.rl.load import load_agent
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
-from rayfolio.rl.tilt import TiltAllocator, choose_tilt, register_tilt
+from rayfolio.rl.tilt import TiltAllocator, choose_tilt, load_tilt, register_tilt
 from rayfolio.training.cards import (
     ALLOCATOR_KINDS,
     TILT_NAME,
@@ -143,7 +143,7 @@ def run_allocation(
         validation_sharpe[TILT_NAME] = best
         tilt = TiltAllocator(market, z, params, k)
         logger.info("tilt: k %.2f, band %.3f chosen on validation (Sharpe %.2f)", params.k, params.band, best)
-    chosen = max(validation_sharpe, key=lambda name: (validation_sharpe[name], name)) if validation_sharpe else None
+    chosen = best_by_validation(validation_sharpe) if validation_sharpe else None
     strategies: list[Allocator] = []
     if served is not None and chosen is not None:
         strategies, served_notes = served(chosen, registered[chosen][0])
@@ -282,14 +282,60 @@ def register_agent(
     return version.version, registry.stage_of(version)
 
 
+def best_by_validation(validation_sharpe: dict[str, float]) -> str:
+    """The rule that picks the allocator to serve: the best validation Sharpe after costs (ties: the
+    later name). The main job applies it to what it registered, ``best_allocator`` to production."""
+    return max(validation_sharpe, key=lambda name: (validation_sharpe[name], name))
+
+
 def best_allocator(registry: ModelRegistry) -> str:
     """The production allocator (a trained policy or the forecast tilt) with the best validation Sharpe."""
-    candidates = [
-        (v.metrics.get("validation_sharpe", float("-inf")), v.name) for v in registry.production(ALLOCATOR_KINDS)
-    ]
+    candidates = {
+        v.name: v.metrics.get("validation_sharpe", float("-inf")) for v in registry.production(ALLOCATOR_KINDS)
+    }
     if not candidates:
         raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
-    return max(candidates)[1]
+    return best_by_validation(candidates)
+
+
+def backtest_production(
+    registry: ModelRegistry,
+    panel: Panel,
+    splitter: PurgedDateSplitter,
+    config: AllocationConfig,
+    *,
+    source: str,
+    ensemble: ForecastEnsemble | None,
+    served: ServedFactory | None,
+    out: Path,
+) -> tuple[BacktestResult, tuple[str, ...], tuple[str, str] | None]:
+    """``rayfolio backtest``: the production versions (what ``rayfolio serve`` serves: agents, the tilt
+    and the served path of the best of them) against the baselines. Returns the result, notes, and the
+    (allocator, version) the served path replayed."""
+    forecast_z = ensemble.z_panel(forecast_dates(panel, splitter)) if ensemble is not None else None
+    agents, notes = load_agents(registry, panel, splitter, config, forecast_z)
+    market = MarketData.from_panel(panel, splitter, config.env,
+                                   forecast_z=forecast_z if config.env.forecast_features else None)  # fmt: skip
+    allocators: list[Allocator] = list(agents)
+    signal = None
+    if forecast_z is not None:
+        horizon = signal_horizon(panel.horizons, config.env.rebalance_every)
+        tilt_version = registry.stage_version(TILT_NAME, "production")
+        if tilt_version is not None:
+            card = load_tilt(registry)
+            horizon = card.horizon
+            z = forecast_z[..., panel.horizons.index(horizon)]
+            allocators.append(TiltAllocator(market, z, card.params, config.env.rebalance_every))
+            notes.append(f"tilt: {TILT_NAME} {tilt_version} (production) from {registry.root}.")
+        signal = (forecast_z[..., panel.horizons.index(horizon)], horizon)
+    chosen, strategies = None, []
+    if served is not None and registry.production(ALLOCATOR_KINDS):
+        name = best_allocator(registry)
+        chosen = (name, registry.stage_version(name, "production"))
+        strategies, served_notes = served(*chosen)
+        notes += served_notes
+    result, more = backtest(market, config, allocators, source=source, signal=signal, served=strategies, out=out)
+    return result, (*notes, *more), chosen if strategies else None
 
 
 def load_agents(

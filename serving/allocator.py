@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
-from rayfolio.rl.market import MarketData
+from rayfolio.rl.market import MarketData, tradable_at
 from rayfolio.rl.tilt import propose  # the one tilt implementation, the backtest's too
 from rayfolio.training.cards import AllocatorCard, TiltCard
 from rayfolio.training.ensemble import EnsembleForecast, ForecastEnsemble, forecast_dates, load_forecasters
@@ -58,8 +58,7 @@ class TiltProposer:
     def propose_many(self, ts, currents, forecasts) -> list[np.ndarray]:
         out = []
         for t, current, forecast in zip(ts, currents, forecasts, strict=True):
-            end = min(t + self.card.rebalance_every, self.n_dates - 1)
-            tradable = (self.first <= t) & (self.last >= end)
+            tradable = tradable_at(self.first, self.last, self.n_dates, t, self.card.rebalance_every)
             out.append(propose(forecast.z[:, self.h], tradable, current, self.card.params))
         return out
 

@@ -28,7 +28,7 @@ from rayfolio.serving.pipeline import Decided, LocalForecasts, filter_and_measur
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.schemas import RiskProfileIn
 from rayfolio.serving.settings import ServeSettings
-from rayfolio.training.ensemble import EnsembleForecast, ForecastEnsemble, load_forecasters
+from rayfolio.training.ensemble import EnsembleForecast, ForecastEnsemble, load_forecasters, split_indices
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
 
@@ -48,8 +48,7 @@ def load_allocator(settings: ServeSettings, panel: Panel) -> tuple[Proposer, dic
 
 def validation_dates(settings: ServeSettings, panel: Panel) -> np.ndarray:
     """The run's validation date indices: the ensemble's confidence is calibrated on them."""
-    splitter = PurgedDateSplitter(settings.splits, purge=max(panel.horizons))
-    return panel.date_index(splitter.split_dates(panel.dates)["validation"])
+    return split_indices(panel, PurgedDateSplitter(settings.splits, purge=max(panel.horizons)), "validation")
 
 
 def try_reload(load: Callable[[], None], versions: Callable[[], dict], registry: Path) -> dict:

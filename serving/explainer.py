@@ -11,7 +11,7 @@ from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.serving.allocator import AgentProposer, load_proposer
 from rayfolio.serving.deployments import load_panel, try_reload
 from rayfolio.serving.settings import ServeSettings
-from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters
+from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters, split_indices
 from rayfolio.training.registry import ModelRegistry
 
 
@@ -31,7 +31,7 @@ class Explainer:
         # An agent's weights are explained through its policy; the tilt's follow the expected
         # return's z-score one for one, so its forecast attributions are its weight's too.
         agent = proposer.agent if isinstance(proposer, AgentProposer) else None
-        train = panel.date_index(splitter.split_dates(panel.dates)["train"])
+        train = split_indices(panel, splitter, "train")
         train = train[train >= max(ensemble.min_history, agent.env.window if agent else 1) - 1]
         background = train[np.linspace(0, len(train) - 1, s.explain_background).astype(int)]
         with self.lock:  # never between an explanation's two SHAP passes

@@ -162,10 +162,15 @@ class Calibration:
         return out
 
 
+def split_indices(panel: Panel, splitter: PurgedDateSplitter, split: str) -> np.ndarray:
+    """The date indices of one split ("train", "validation", "test") of ``panel``."""
+    return panel.date_index(splitter.split_dates(panel.dates)[split])
+
+
 def forecast_dates(panel: Panel, splitter: PurgedDateSplitter) -> np.ndarray:
-    """The date indices whose ensemble forecasts are out of sample: the validation split's first date on."""
-    first = int(panel.date_index(splitter.split_dates(panel.dates)["validation"])[0])
-    return np.arange(first, len(panel.dates))
+    """The date indices whose ensemble forecasts are out of sample: the validation split's first date on.
+    (The confidence is calibrated on the validation split, ``split_indices(..., "validation")``.)"""
+    return np.arange(int(split_indices(panel, splitter, "validation")[0]), len(panel.dates))
 
 
 def load_forecasters(

@@ -32,13 +32,10 @@ def _allocation(args: argparse.Namespace) -> None:
     from rayfolio.data.markdown import Report, table
     from rayfolio.data.splits import PurgedDateSplitter
     from rayfolio.data.store import FeatureStore
-    from rayfolio.rl.market import MarketData
     from rayfolio.rl.report import COMPARISON, allocation_section, backtest_section, served_section, tilt_section
-    from rayfolio.rl.stage import AllocationStage, backtest, load_agents, run_allocation, signal_horizon
-    from rayfolio.rl.tilt import TiltAllocator
-    from rayfolio.training.ensemble import forecast_dates
+    from rayfolio.rl.stage import backtest_production, run_allocation
     from rayfolio.training.panel import Panel
-    from rayfolio.training.registry import ModelRegistry, RegistryError
+    from rayfolio.training.registry import ModelRegistry
 
     config = load_config(args.config)
     store = FeatureStore(config.store_dir(args.store))
@@ -63,41 +60,15 @@ def _allocation(args: argparse.Namespace) -> None:
         with ray_connection(config.ray, args.address):
             stage = run_allocation(store, splitter, config.allocation, out, registry, source=config.data.source,
                                    ensemble=ensemble, served=served)  # fmt: skip
-        served_section(report, stage, config.allocation)
+        served_section(report, stage.backtest, stage.served, config.allocation)
         tilt_section(report, stage)
         allocation_section(report, stage, config.allocation, out)
         result = stage.backtest
     else:  # the production versions: what `rayfolio serve` serves
-        forecast_z = ensemble.z_panel(forecast_dates(panel, splitter)) if ensemble is not None else None
-        agents, loaded = load_agents(registry, panel, splitter, config.allocation, forecast_z)
-        market = MarketData.from_panel(panel, splitter, config.allocation.env, forecast_z=forecast_z if
-                                       config.allocation.env.forecast_features else None)  # fmt: skip
-        allocators, signal, notes, chosen = list(agents), None, [], None
-        if forecast_z is not None and registry.stage_version("tilt-allocator", "production") is not None:
-            from rayfolio.rl.tilt import load_tilt
-
-            card = load_tilt(registry)
-            z = forecast_z[..., panel.horizons.index(card.horizon)]
-            allocators.append(TiltAllocator(market, z, card.params, config.allocation.env.rebalance_every))
-            signal = (z, card.horizon)
-        elif forecast_z is not None:
-            horizon = signal_horizon(panel.horizons, config.allocation.env.rebalance_every)
-            signal = (forecast_z[..., panel.horizons.index(horizon)], horizon)
-        strategies = []
-        if served is not None:
-            from rayfolio.rl.stage import best_allocator
-
-            try:
-                name = best_allocator(registry)
-            except RegistryError:
-                name = None
-            if name is not None:
-                chosen = (name, registry.stage_version(name, "production"))
-                strategies, served_notes = served(*chosen)
-                notes += served_notes
-        result, more = backtest(market, config.allocation, allocators, source=config.data.source, signal=signal,
-                                served=strategies, out=out)  # fmt: skip
-        served_section(report, AllocationStage(result, {}, {}, None, chosen, ()), config.allocation)
-        backtest_section(report, result, (*loaded, *notes, *more), config.allocation, out)
+        result, notes, replayed = backtest_production(registry, panel, splitter, config.allocation,
+                                                      source=config.data.source, ensemble=ensemble, served=served,
+                                                      out=out)  # fmt: skip
+        served_section(report, result, replayed, config.allocation)
+        backtest_section(report, result, notes, config.allocation, out)
     print(table(result.metrics[COMPARISON], floatfmt=".3f"))
     print(f"report: {report.write(out / 'report.md')}")

@@ -9,7 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.tiny_market import tiny_settings
+from bench.tiny_market import ENV, tiny_settings
+from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.rl.backtest import rebalance_dates, simulate
 from rayfolio.serving.allocator import load_proposer
 from rayfolio.serving.deployments import Ensemble, load_panel, validation_dates
@@ -148,9 +149,7 @@ def test_the_tilt_is_servable_and_proposes_what_the_backtests_tilt_decides(tiny,
     t = pipeline_date(panel, 30)
     current = np.r_[np.full(6, 0.1), 0.4]
     (proposal,) = proposer.propose_many([t], [current], [ensemble.forecast(t)])
-    first, last = MarketData.listing(panel)
-    market = dataclasses.make_dataclass("M", ["first", "last", "dates"])(first, last, panel.dates)
-    market.tradable = lambda t, horizon: MarketData.tradable(market, t, horizon)
+    market = MarketData.from_panel(panel, PurgedDateSplitter(settings.splits, purge=60), ENV)
     z = ensemble.z_panel(np.array([t]))[..., panel.horizons.index(20)]
     np.testing.assert_array_equal(proposal, TiltAllocator(market, z, params, 5).decide(t, current))
     assert proposal.sum() == pytest.approx(1.0) and proposal[:-1].max() <= 0.3 + 1e-12
