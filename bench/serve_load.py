@@ -155,7 +155,7 @@ def main() -> None:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     audit = Path(os.environ.get("TMPDIR", "/tmp")) / f"rayfolio-bench-audit-{os.getpid()}.db"
-    from rayfolio.rl.stage import best_allocator
+    from rayfolio.rl.load import best_allocator
     from rayfolio.training.registry import ModelRegistry
 
     settings = ServeSettings(store=store.resolve(), registry=registry.resolve(), splits=RunConfig().splits,

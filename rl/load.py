@@ -1,6 +1,6 @@
 """A production allocator from the registry, on a market built with its own stored
-features and normaliser. Its own module: a serving replica imports this, not the
-backtest, the search and the report."""
+features and normaliser, and the rule that picks the allocator to serve. Its own module:
+a serving replica imports this, not the backtest, the search and the report."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.rl.agents import AgentAllocator, rebuild_policy
 from rayfolio.rl.market import MarketData
-from rayfolio.training.cards import AllocatorCard
+from rayfolio.training.cards import ALLOCATOR_KINDS, AllocatorCard
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 
@@ -46,3 +46,19 @@ def load_agent(
     policy.load_state_dict(registry.load_weights(version))
     period = (0, len(market.dates) - 1) if whole_panel else market.splits["test"]
     return AgentAllocator(card.algorithm, policy, market, env, period), version.version
+
+
+def best_by_validation(validation_sharpe: dict[str, float]) -> str:
+    """The rule that picks the allocator to serve: the best validation Sharpe after costs (ties: the
+    later name). The main job applies it to what it registered, ``best_allocator`` to production."""
+    return max(validation_sharpe, key=lambda name: (validation_sharpe[name], name))
+
+
+def best_allocator(registry: ModelRegistry) -> str:
+    """The production allocator (a trained policy or the forecast tilt) with the best validation Sharpe."""
+    candidates = {
+        v.name: v.metrics.get("validation_sharpe", float("-inf")) for v in registry.production(ALLOCATOR_KINDS)
+    }
+    if not candidates:
+        raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
+    return best_by_validation(candidates)

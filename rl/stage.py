@@ -28,7 +28,7 @@ from rayfolio.rl.baselines import (
     minimum_variance,
 )
 from rayfolio.rl.config import AllocationConfig, EnvConfig, TiltParams
-from rayfolio.rl.load import load_agent
+from rayfolio.rl.load import best_allocator, best_by_validation, load_agent
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.report import BacktestResult, write_backtest
 from rayfolio.rl.search import AgentSearchOutcome, search_agents
@@ -280,22 +280,6 @@ def register_agent(
         },
     )
     return version.version, registry.stage_of(version)
-
-
-def best_by_validation(validation_sharpe: dict[str, float]) -> str:
-    """The rule that picks the allocator to serve: the best validation Sharpe after costs (ties: the
-    later name). The main job applies it to what it registered, ``best_allocator`` to production."""
-    return max(validation_sharpe, key=lambda name: (validation_sharpe[name], name))
-
-
-def best_allocator(registry: ModelRegistry) -> str:
-    """The production allocator (a trained policy or the forecast tilt) with the best validation Sharpe."""
-    candidates = {
-        v.name: v.metrics.get("validation_sharpe", float("-inf")) for v in registry.production(ALLOCATOR_KINDS)
-    }
-    if not candidates:
-        raise RegistryError(f"no production allocator in {registry.root}: run `rayfolio run` first")
-    return best_by_validation(candidates)
 
 
 def backtest_production(

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
+from rayfolio.rl.load import best_allocator, load_agent
 from rayfolio.rl.market import MarketData, tradable_at
 from rayfolio.rl.tilt import propose  # the one tilt implementation, the backtest's too
 from rayfolio.training.cards import AllocatorCard, TiltCard
@@ -65,11 +66,7 @@ class TiltProposer:
 
 def resolve_allocator(registry: ModelRegistry, name: str) -> str:
     """``best``: the production allocator with the best validation Sharpe; any other name as given."""
-    if name != BEST:
-        return name
-    from rayfolio.rl.stage import best_allocator
-
-    return best_allocator(registry)
+    return best_allocator(registry) if name == BEST else name
 
 
 def load_proposer(
@@ -83,8 +80,6 @@ def load_proposer(
 ) -> tuple[Proposer, dict[str, str]]:
     """A registered allocator (production, or ``version``) as a proposer, verified; and {name: version}.
     ``ensemble``: for an agent that reads forecast features (else built from the production forecasters)."""
-    from rayfolio.rl.load import load_agent
-
     name = resolve_allocator(registry, name)
     chosen = registry.get(name, version) if version else registry.get(name, stage="production")
     card = chosen.card

@@ -51,7 +51,7 @@ def serve_settings(args: argparse.Namespace):
     """The settings ``rayfolio serve`` runs with: the serve config's, the run's locations and
     split dates, then the flags. Returns (settings, host, port)."""
     from rayfolio.cluster.config import ConfigError, load_config
-    from rayfolio.rl.stage import best_allocator
+    from rayfolio.rl.load import best_allocator
     from rayfolio.serving.audit import sqlite_url
     from rayfolio.serving.settings import SettingsError, read_serve_config, settings_from_args
     from rayfolio.training.registry import ModelRegistry

@@ -10,10 +10,11 @@ import torch
 
 from rayfolio.rl.agents import evaluate_agent
 from rayfolio.rl.config import AgentsConfig, AlgorithmSearch, AllocationConfig
+from rayfolio.rl.load import best_allocator
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.measures import sharpe
 from rayfolio.rl.search import draw_configurations, search_agents
-from rayfolio.rl.stage import best_allocator, load_agents, register_agent
+from rayfolio.rl.stage import load_agents, register_agent
 from rayfolio.training.cards import Calendar
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError

@@ -13,7 +13,7 @@ from rayfolio.data.store import sha256_file
 from rayfolio.rl.backtest import rebalance_dates, simulate
 from rayfolio.rl.baselines import EqualWeight
 from rayfolio.rl.config import TiltConfig
-from rayfolio.rl.stage import best_allocator
+from rayfolio.rl.load import best_allocator
 from rayfolio.rl.tilt import (
     TiltAllocator,
     TiltParams,
