@@ -33,6 +33,8 @@ class SyntheticPanelConfig:
     stressed_vol_multiplier: float = 2.5
     p_enter_stress: float = 0.01  # daily probability calm -> stressed
     p_leave_stress: float = 0.05  # daily probability stressed -> calm
+    planted_rank_ic: float = 0.0  # Rank IC of the planted signal at planted_horizon; 0 = no signal
+    planted_horizon: int = 20
 
     def __post_init__(self) -> None:
         if self.n_assets < 1 or self.n_days < 2:

@@ -28,6 +28,9 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     loss: Literal["mse", "rank"] = "mse"
+    # zscore: winsorise + standardise with training-window statistics; rank: each feature's
+    # cross-sectional rank per date, mapped to [-1, 1] (Gu, Kelly and Xiu 2020): no fitted statistics.
+    normalize: Literal["zscore", "rank"] = "zscore"
     patience: int = Field(3, ge=1)  # epochs without a better validation Rank IC before stopping
     train_stride: int = Field(1, ge=1)  # keep every n-th training date (quick runs)
     graph_k: int = Field(4, ge=1)
