@@ -38,7 +38,14 @@ from rayfolio.data.schema import (
     has_utc_offset,
     normalize_table,
 )
-from rayfolio.data.synthetic import SyntheticPanelConfig, generate_assets, market_state, symbol_name
+from rayfolio.data.synthetic import (
+    PlantedSignalError,
+    SyntheticPanelConfig,
+    generate_assets,
+    market_state,
+    planted_coefficient,
+    symbol_name,
+)
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -153,7 +160,14 @@ class SyntheticSource:
         return tuple(range(0, self.config.n_assets, self.assets_per_unit))
 
     def preflight(self) -> None:
-        """Generated data is valid by construction."""
+        """Generated data is valid by construction; a planted signal's strength must be reachable.
+
+        Calibrating it here refuses an unreachable one before Ray starts (in one line).
+        """
+        try:
+            planted_coefficient(self.config)
+        except PlantedSignalError as err:
+            raise PanelValidationError(Location(self._display()), str(err)) from None
 
     @property
     def value_columns(self) -> frozenset[str]:
@@ -175,7 +189,8 @@ class SyntheticSource:
 
     def _display(self) -> str:
         c = self.config
-        return f"synthetic(n_assets={c.n_assets}, n_days={c.n_days}, seed={c.seed})"
+        planted = f", planted_rank_ic={c.planted_rank_ic}" if c.planted_rank_ic else ""
+        return f"synthetic(n_assets={c.n_assets}, n_days={c.n_days}, seed={c.seed}{planted})"
 
     def content_hash(self) -> str:
         return self.config.content_hash()
