@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,8 @@ from rayfolio.cluster.config import RayConfig
 from rayfolio.data.verbosity import ray_output_shown
 
 logger = logging.getLogger(__name__)
+
+GCS_PORT_VARIABLE = "RAY_GCS_SERVER_PORT"
 
 
 @contextmanager
@@ -37,7 +40,8 @@ def ray_connection(config: RayConfig, address: str | None = None) -> Iterator[No
         context = ray.init(address=target, **options)
     else:
         # The dashboard binds 127.0.0.1 unless configured otherwise.
-        context = ray.init(address="local", num_cpus=config.num_cpus, **options)
+        context = ray.init(address="local", num_cpus=config.num_cpus, **options, **local_ray_options())
+    os.environ.pop(GCS_PORT_VARIABLE, None)
     _ray_data_progress(shown)
     dashboard = getattr(context, "dashboard_url", None)
     where = f"cluster at {target}" if target else "local dev mode"
@@ -46,6 +50,21 @@ def ray_connection(config: RayConfig, address: str | None = None) -> Iterator[No
         yield
     finally:
         ray.shutdown()
+
+
+def local_ray_options() -> dict:
+    """``ray.init(address="local", **local_ray_options())``: a local Ray that its own workers can name.
+
+    Ray's state API, which Ray Train's placement-group cleaner calls from a worker, finds "the" local
+    Ray by scanning for GCS processes; with two local Rays on one machine (two jobs, a job beside a
+    test session) it fails, the cleaner dies, and the placement groups of trials that Tune stopped are
+    never freed: the next trial waits for CPUs forever. So the GCS gets a port chosen here, and every
+    worker of this Ray gets its address in ``RAY_ADDRESS`` (the job's runtime environment)."""
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    os.environ[GCS_PORT_VARIABLE] = str(port)  # read once, by the node ray.init starts
+    return {"runtime_env": {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}}
 
 
 def _ray_data_progress(shown: bool) -> None:

@@ -3,6 +3,8 @@ here when this session started it."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -17,7 +19,13 @@ def ray_session():
         # The dashboard (127.0.0.1) serves the state API that Ray Train uses to
         # reclaim the placement groups of trials Tune stops early; without it
         # the next trial can wait forever for CPUs.
-        ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, object_store_memory=512 << 20)
+        # Named to its own workers: with another local Ray on the machine (a `rayfolio run` a test
+        # starts), Train's placement-group cleaner would otherwise fail to find this one.
+        from rayfolio.cluster.runtime import GCS_PORT_VARIABLE, local_ray_options
+
+        ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
+                 object_store_memory=512 << 20, **local_ray_options())  # fmt: skip
+        os.environ.pop(GCS_PORT_VARIABLE, None)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     yield ray

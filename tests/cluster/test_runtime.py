@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,34 @@ def test_a_stale_cluster_address_file_is_ignored(tmp_path):
         assert (out / "manifest.json").is_file()
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_workers_find_their_own_ray_beside_another_local_ray(ray_session, tmp_path):
+    """Ray Train's placement-group cleaner asks the state API from a worker; with a second local
+    Ray on the machine, an unnamed Ray makes it fail ("multiple active Ray instances") and stopped
+    trials' CPUs are never freed. The session's Ray is named to its workers, so the lookup works."""
+    started = f"ray.init(address='local', num_cpus=1, include_dashboard=False); open(r'{tmp_path / 'up'}', 'w')"
+    other = subprocess.Popen(
+        [sys.executable, "-c", f"import ray, time; {started}.close(); time.sleep(120)"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(120):
+            if (tmp_path / "up").exists() or other.poll() is not None:
+                break
+            time.sleep(0.5)
+        assert (tmp_path / "up").exists(), "the second local Ray did not start"
+
+        @ray.remote
+        class Probe:
+            def alive(self, actor_id: str):
+                from ray.train.v2._internal.state.util import is_actor_alive
+
+                return is_actor_alive(actor_id, timeout=20)
+
+        probe = Probe.remote()
+        assert ray.get(probe.alive.remote(probe._actor_id.hex())) is True
+    finally:
+        other.kill()
+        other.wait()
