@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, model_validator
+from dateutil.relativedelta import relativedelta
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SPLITS = ("train", "validation", "test")
 _KEYS = {"train": "splits.train_end", "validation": "splits.validation_start and validation_end",
@@ -117,3 +118,72 @@ class PurgedDateSplitter:
         dates = frame[date_column].to_numpy().astype("datetime64[D]")
         parts = self.split_dates(dates)
         return {name: frame[np.isin(dates, selected)] for name, selected in parts.items()}
+
+
+class WalkForwardConfig(BaseModel):
+    """Expanding-window refits. ``splits`` is the first refit; every ``refit_every`` months after its
+    test start another refit trains on everything up to its own purged validation window (as long as
+    the first's, just before it) and forecasts until the next refit. None: one refit (the splits as given)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refit_every: int | None = Field(None, ge=1, description="months between refits")
+    parallel: int | None = Field(None, ge=1, description="refits at once; None: as many as the cluster holds")
+    max_retries: int = Field(2, ge=0)  # a failed refit is run again, from its finished searches
+
+
+@dataclass(frozen=True)
+class Refit:
+    """One walk-forward refit: its splits (train / purged validation / the out-of-sample segment it
+    forecasts, ``test``) and the segment's bounds."""
+
+    index: int
+    splitter: PurgedDateSplitter
+
+    @property
+    def start(self) -> dt.date:
+        return self.splitter.config.test_start
+
+    @property
+    def end(self) -> dt.date | None:
+        return self.splitter.config.test_end
+
+
+def walk_forward(config: SplitConfig, every: int | None, purge: int, dates) -> list[Refit]:
+    """The refits of a walk-forward over ``dates`` (the panel's calendar), in time order.
+
+    Refit k forecasts [test_start + k x every, test_start + (k+1) x every) (the last one to the panel's
+    end, or ``config.test_end``); its validation window has the first refit's length and ends the day
+    before; training ends the day before validation starts and starts at ``config.train_start``. The
+    purge drops every training and validation label that would reach past its split, so no refit
+    sees a price from its own out-of-sample segment while it is fitted or chosen.
+    """
+    calendar = np.unique(np.asarray(pd.to_datetime(np.asarray(dates)).values.astype("datetime64[D]")))
+    last = config.test_end or pd.Timestamp(calendar[-1]).date()
+    # The validation window spans the same calendar months and days before each refit as before the first.
+    validation_length = relativedelta(config.test_start, config.validation_start)
+    gap = pd.Timestamp(config.validation_start) - pd.Timestamp(config.train_end)
+    starts = [pd.Timestamp(config.test_start)]
+    while every is not None and (nxt := starts[-1] + pd.DateOffset(months=every)).date() <= last:
+        starts.append(nxt)
+    refits = []
+    for k, start in enumerate(starts):
+        end = (starts[k + 1] - pd.Timedelta(days=1)).date() if k + 1 < len(starts) else config.test_end
+        validation_start = start - validation_length
+        validation_end = start - pd.Timedelta(days=1)
+        split = config.model_copy(
+            update={
+                "train_end": (validation_start - gap).date(),
+                "validation_start": validation_start.date(),
+                "validation_end": validation_end.date(),
+                "test_start": start.date(),
+                "test_end": end,
+            }
+        )
+        splitter = PurgedDateSplitter(SplitConfig.model_validate(split.model_dump()), purge)
+        segment = (calendar >= np.datetime64(start.date(), "D")) & (
+            calendar <= np.datetime64(end or last, "D")
+        )
+        if segment.any():  # a refit whose segment holds no trading day forecasts nothing
+            refits.append(Refit(len(refits), splitter))
+    return refits
