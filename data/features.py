@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -19,22 +20,23 @@ from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 
 class SymbolData:
     """One symbol's price arrays, plus intermediates several features share
-    (vol_20, the MACD lines) computed once per symbol."""
+    (vol_20, the MACD lines, Alpha158's window statistics) computed once per symbol."""
 
     def __init__(self, prices: Mapping[str, np.ndarray]) -> None:
         self.prices = prices
-        self._memo: dict[tuple, np.ndarray | tuple[np.ndarray, ...]] = {}
+        self._memo: dict[tuple, Any] = {}
 
     def __getitem__(self, column: str) -> np.ndarray:
         return self.prices[column]
 
     def vol(self, w: int) -> np.ndarray:
-        return self._memoised(("vol", w), lambda: ind.realized_vol(self.prices["close"], w))
+        return self.memo(("vol", w), lambda: ind.realized_vol(self.prices["close"], w))
 
     def macd(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._memoised(("macd",), lambda: ind.macd(self.prices["close"]))
+        return self.memo(("macd",), lambda: ind.macd(self.prices["close"]))
 
-    def _memoised(self, key: tuple, compute):
+    def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per symbol and ``key``: the value several features read."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
@@ -173,22 +175,48 @@ FEATURES: tuple[FeatureDef, ...] = (
 
 DEFAULT_HORIZONS: tuple[int, ...] = (5, 20, 60)
 
+# basic: the catalogue above. alpha158: basic plus the close-only Alpha158 subset (data/alpha158.py); a
+# Panel built from such a store also appends the market-relative features (data/relative.py).
+FeatureSet = Literal["basic", "alpha158"]
+FEATURE_SETS: tuple[str, ...] = get_args(FeatureSet)
+
+
+class FeatureSetError(ValueError):
+    """A feature set name that is not one of ``FEATURE_SETS``."""
+
 
 def label_name(h: int) -> str:
     return f"label_fwd_{h}d"
 
 
-def label_definition(h: int) -> str:
-    return f"log(close[t+{h}] / close[t]): forward log return over {h} trading days"
+def label_definition(h: int, label_lag: int = 0) -> str:
+    if label_lag == 0:
+        return f"log(close[t+{h}] / close[t]): forward log return over {h} trading days"
+    return (
+        f"log(close[t+{label_lag + h}] / close[t+{label_lag}]): forward log return over {h} trading days, "
+        f"entered {label_lag} trading day(s) after t"
+    )
 
 
-def available_features(columns: set[str] | frozenset[str]) -> tuple[FeatureDef, ...]:
-    """The catalogue entries whose input columns exist in the panel."""
-    return tuple(f for f in FEATURES if set(f.needs) <= columns)
+def feature_catalogue(feature_set: FeatureSet = "basic") -> tuple[FeatureDef, ...]:
+    """Every entry of a feature set, whatever the panel's columns."""
+    if feature_set == "basic":
+        return FEATURES
+    if feature_set == "alpha158":
+        # Imported here: data/alpha158.py builds on FeatureDef and SymbolData from this module.
+        from rayfolio.data.alpha158 import ALPHA158
+
+        return (*FEATURES, *ALPHA158)
+    raise FeatureSetError(f"unknown feature set {feature_set!r}: choose one of {', '.join(FEATURE_SETS)}")
+
+
+def available_features(columns: set[str] | frozenset[str], feature_set: FeatureSet = "basic") -> tuple[FeatureDef, ...]:
+    """The entries of ``feature_set`` whose input columns exist in the panel."""
+    return tuple(f for f in feature_catalogue(feature_set) if set(f.needs) <= columns)
 
 
 def compute_symbol_features(
-    cols: Mapping[str, np.ndarray], features: tuple[FeatureDef, ...], horizons: tuple[int, ...]
+    cols: Mapping[str, np.ndarray], features: tuple[FeatureDef, ...], horizons: tuple[int, ...], label_lag: int = 0
 ) -> dict[str, np.ndarray]:
     """Features and labels for one symbol.
 
@@ -197,6 +225,9 @@ def compute_symbol_features(
     cols : mapping of column name -> array of shape (T,)
         One symbol's rows sorted by date: ``date``, ``symbol``, ``close`` and
         any of ``open``, ``high``, ``low``, ``volume``.
+    label_lag : int
+        Trading days between t and the label's entry: the label at t is
+        log(close[t+lag+h] / close[t+lag]).
 
     Returns
     -------
@@ -212,5 +243,5 @@ def compute_symbol_features(
         for feature in features:
             out[feature.name] = feature.compute(data)
         for h in horizons:
-            out[label_name(h)] = ind.forward_log_return(prices["close"], h)
+            out[label_name(h)] = ind.forward_log_return(prices["close"], h, label_lag)
     return out

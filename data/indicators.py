@@ -42,9 +42,14 @@ def log_return(close: np.ndarray, h: int) -> np.ndarray:
     return np.log(close) - np.log(lag(close, h))
 
 
-def forward_log_return(close: np.ndarray, h: int) -> np.ndarray:
-    """Label: log(c[t+h] / c[t]); uses only t+1..t+h, NaN for the last h rows."""
-    return np.log(lag(close, -h)) - np.log(close)
+def forward_log_return(close: np.ndarray, h: int, delay: int = 0) -> np.ndarray:
+    """Label: log(c[t+delay+h] / c[t+delay]); NaN for the last delay+h rows.
+
+    With delay 0 it uses t+1..t+h (enter at today's close); with delay 1,
+    t+1..t+1+h (enter at the next close, a day to act on the signal).
+    """
+    entry = close if delay == 0 else lag(close, -delay)
+    return np.log(lag(close, -(delay + h))) - np.log(entry)
 
 
 def rolling_mean(x: np.ndarray, w: int) -> np.ndarray:

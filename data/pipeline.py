@@ -21,7 +21,7 @@ from ray.data.block import BlockMetadata
 from ray.data.context import ShuffleStrategy
 from ray.data.datasource import Datasource, ReadTask
 
-from rayfolio.data.features import FeatureDef, available_features, compute_symbol_features
+from rayfolio.data.features import FeatureDef, FeatureSet, available_features, compute_symbol_features
 from rayfolio.data.schema import check_symbol_rows
 from rayfolio.data.sources import PanelSource, panel_columns, symbols_partition_units
 
@@ -92,22 +92,41 @@ class SymbolFeatures:
     """Ray Data step over one symbol's rows: sort by date, refuse duplicates
     across files, compute features and labels. ``dict[str, ndarray] -> dict``."""
 
-    def __init__(self, source: PanelSource, features: tuple[FeatureDef, ...], horizons: tuple[int, ...]) -> None:
-        self.source, self.features, self.horizons = source, features, horizons
+    def __init__(
+        self,
+        source: PanelSource,
+        features: tuple[FeatureDef, ...],
+        horizons: tuple[int, ...],
+        label_lag: int = 0,
+    ) -> None:
+        self.source, self.features, self.horizons, self.label_lag = source, features, horizons, label_lag
 
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = check_symbol_rows(rows, self.source.location)
-        return compute_symbol_features(rows, self.features, self.horizons)
+        return compute_symbol_features(rows, self.features, self.horizons, self.label_lag)
 
 
-def feature_step(source: PanelSource, horizons: tuple[int, ...]) -> SymbolFeatures:
-    return SymbolFeatures(source, available_features(source.value_columns), horizons)
+def feature_step(
+    source: PanelSource, horizons: tuple[int, ...], feature_set: FeatureSet = "basic", label_lag: int = 0
+) -> SymbolFeatures:
+    if label_lag < 0:
+        raise ValueError(f"label_lag must be >= 0 trading days, got {label_lag}")
+    return SymbolFeatures(source, available_features(source.value_columns, feature_set), horizons, label_lag)
 
 
 def build_feature_dataset(
-    source: PanelSource, horizons: tuple[int, ...], *, shuffle: bool | None = None
+    source: PanelSource,
+    horizons: tuple[int, ...],
+    *,
+    shuffle: bool | None = None,
+    feature_set: FeatureSet = "basic",
+    label_lag: int = 0,
 ) -> ray.data.Dataset:
     """Lazy Ray Dataset of ``date, symbol, <features>, label_fwd_<h>d`` rows.
+
+    ``feature_set`` names the catalogue (``basic`` or ``alpha158``, see
+    ``rayfolio.data.features``); ``label_lag`` delays each label's entry by
+    that many trading days.
 
     When every symbol lives in one read unit (one file per symbol or symbol
     group, a wide file, synthetic slices) each read task computes its symbols'
@@ -116,7 +135,7 @@ def build_feature_dataset(
     ``shuffle`` forces either plan (None: decide from the source).
     """
     source.preflight()
-    step = feature_step(source, horizons)
+    step = feature_step(source, horizons, feature_set, label_lag)
 
     def symbol_features(group: dict[str, np.ndarray]) -> pa.Table:
         out = step(group)
@@ -141,10 +160,12 @@ def build_feature_dataset(
     return rows.groupby("symbol").map_groups(symbol_features, batch_format="numpy")
 
 
-def build_features_local(source: PanelSource, horizons: tuple[int, ...]) -> pd.DataFrame:
+def build_features_local(
+    source: PanelSource, horizons: tuple[int, ...], *, feature_set: FeatureSet = "basic", label_lag: int = 0
+) -> pd.DataFrame:
     """The same features in one process, no Ray: for small panels and tests."""
     source.preflight()
-    step = feature_step(source, horizons)
+    step = feature_step(source, horizons, feature_set, label_lag)
     columns = panel_columns(source)
     table = pa.concat_tables(source.read_unit(u).select(columns) for u in source.units)
     frame = table.to_pandas()

@@ -64,3 +64,36 @@ def test_store_past_does_not_move_when_the_future_changes(tmp_path, ray_session)
     features = [f.name for f in FEATURES]
     pd.testing.assert_frame_equal(a.loc[past, features], b.loc[past, features], check_exact=True)
     assert not a.loc[~past, "ret_1"].equals(b.loc[~past, "ret_1"])
+
+
+def test_lagged_label_is_entered_at_the_next_close():
+    cols = {"date": np.arange(6), "symbol": np.array(["X"] * 6), "close": np.array([1.0, 2.0, 4.0, 12.0, 24.0, 48.0])}
+    lag0 = compute_symbol_features(cols, (), (1, 2))
+    lag1 = compute_symbol_features(cols, (), (1, 2), label_lag=1)
+    np.testing.assert_allclose(lag1[label_name(1)], np.log([2.0, 3.0, 2.0, 2.0, np.nan, np.nan]))
+    np.testing.assert_allclose(lag1[label_name(2)], np.log([6.0, 6.0, 4.0, np.nan, np.nan, np.nan]))
+    for h in (1, 2):  # the same returns, one row earlier
+        np.testing.assert_array_equal(lag1[label_name(h)][:-1], lag0[label_name(h)][1:])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), cut=st.integers(61, N_DAYS - 2))
+def test_lagged_labels_use_only_t_plus_1_to_t_plus_1_plus_h(seed, cut):
+    table = generate_assets(SyntheticPanelConfig(n_assets=1, n_days=N_DAYS, seed=seed % 97), np.array([0]))
+    cols = {name: table.column(name).to_numpy() for name in table.column_names}
+    changed = perturb_after(cols, cut, np.random.default_rng(seed))
+    before = compute_symbol_features(cols, (), HORIZONS, label_lag=1)
+    after = compute_symbol_features(changed, (), HORIZONS, label_lag=1)
+    for h in HORIZONS:
+        name = label_name(h)
+        # The label at t reads close[t+1] and close[t+1+h]: unchanged while t+1+h <= D ...
+        np.testing.assert_array_equal(after[name][: cut - h], before[name][: cut - h], name)
+        # ... and the first one reaching past D moved.
+        assert after[name][cut - h] != before[name][cut - h]
+    # The label never reads close[t] itself: changing only the price at D moves the label at D-1, not at D.
+    only_d = {k: v.copy() for k, v in cols.items()}
+    only_d["close"][cut] *= 1.1
+    moved = compute_symbol_features(only_d, (), (5,), label_lag=1)[label_name(5)]
+    base = before[label_name(5)]
+    assert moved[cut - 1] != base[cut - 1]
+    np.testing.assert_array_equal(moved[cut], base[cut])
