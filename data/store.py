@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from rayfolio.data.features import available_features, label_definition, label_name
+from rayfolio.data.features import FeatureSet, available_features, label_definition, label_name
+from rayfolio.data.relative import RELATIVE_NAMES
 from rayfolio.data.schema import PanelValidationError
 
 if TYPE_CHECKING:  # reading a store needs neither Ray Data nor the sources (a serving replica only reads)
@@ -53,6 +54,8 @@ class StoreSummary:
     features: tuple[str, ...]
     labels: tuple[str, ...]
     source: str
+    feature_set: str = "basic"
+    label_lag: int = 0
 
     def lines(self) -> list[str]:
         return [
@@ -61,13 +64,24 @@ class StoreSummary:
             f"  rows:     {self.rows:,}",
             f"  symbols:  {self.symbols}",
             f"  dates:    {self.start} .. {self.end}",
-            f"  features: {len(self.features)} ({', '.join(self.features)})",
-            f"  labels:   {', '.join(self.labels)}",
+            f"  features: {len(self.features)} ({self.feature_set}: {', '.join(self.features)})",
+            f"  labels:   {', '.join(self.labels)}" + (f" (label lag {self.label_lag})" if self.label_lag else ""),
         ]
 
 
-def prepare_feature_store(source: PanelSource, out: str | os.PathLike, horizons: tuple[int, ...]) -> StoreSummary:
-    """Build the features of ``source`` on Ray Data and publish them at ``out``."""
+def prepare_feature_store(
+    source: PanelSource,
+    out: str | os.PathLike,
+    horizons: tuple[int, ...],
+    *,
+    feature_set: FeatureSet = "basic",
+    label_lag: int = 0,
+) -> StoreSummary:
+    """Build the features of ``source`` on Ray Data and publish them at ``out``.
+
+    ``feature_set`` (``basic`` or ``alpha158``) and ``label_lag`` (label entry
+    delay in trading days) are recorded in the manifest.
+    """
     import ray.exceptions
 
     from rayfolio.data.pipeline import build_feature_dataset
@@ -78,14 +92,15 @@ def prepare_feature_store(source: PanelSource, out: str | os.PathLike, horizons:
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
         try:
-            build_feature_dataset(source, horizons).write_parquet(str(staging))
+            dataset = build_feature_dataset(source, horizons, feature_set=feature_set, label_lag=label_lag)
+            dataset.write_parquet(str(staging))
         except ray.exceptions.RayTaskError as err:
             # Refused input surfaces inside Ray's task error; hand back the
             # validation error itself, which already names file, row and rule.
             if isinstance(err.cause, PanelValidationError):
                 raise err.cause from None
             raise
-        manifest = _manifest(source, staging, horizons)
+        manifest = _manifest(source, staging, horizons, feature_set, label_lag)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, target)
     finally:
@@ -118,14 +133,16 @@ def _publish(staging: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> dict:
+def _manifest(
+    source: PanelSource, staging: Path, horizons: tuple[int, ...], feature_set: FeatureSet, label_lag: int
+) -> dict:
     from rayfolio.data.sources import FileSource
 
     parts = sorted(p for p in staging.iterdir() if p.suffix == ".parquet")
     data = pads.dataset([str(p) for p in parts], format="parquet")
     keys = data.to_table(columns=["date", "symbol"])
     dates = keys.column("date")
-    features = available_features(source.value_columns)
+    features = available_features(source.value_columns, feature_set)
     return {
         "format": STORE_FORMAT,
         "format_version": FORMAT_VERSION,
@@ -142,12 +159,20 @@ def _manifest(source: PanelSource, staging: Path, horizons: tuple[int, ...]) -> 
         "symbols": len(pc.unique(keys.column("symbol"))),
         "date_range": [str(pc.min(dates).as_py()), str(pc.max(dates).as_py())],
         "columns": data.schema.names,
+        "feature_set": feature_set,
         "features": [
             {"name": f.name, "definition": f.definition, "inputs": list(f.needs), "warmup_rows": f.warmup}
             for f in features
         ],
-        "labels": [{"name": label_name(h), "horizon": h, "definition": label_definition(h)} for h in horizons],
-        "point_in_time": "features at date t use rows dated <= t; label_fwd_<h>d at t uses t+1..t+h (trading days)",
+        "label_lag": label_lag,
+        "labels": [
+            {"name": label_name(h), "horizon": h, "definition": label_definition(h, label_lag)} for h in horizons
+        ],
+        "point_in_time": (
+            "features at date t use rows dated <= t; label_fwd_<h>d at t uses "
+            + ("t+1..t+h" if label_lag == 0 else f"t+1..t+{label_lag}+h")
+            + " (trading days)"
+        ),
         "files": {p.name: sha256_file(p) for p in parts},
     }
 
@@ -202,6 +227,22 @@ class FeatureStore:
     def horizons(self) -> tuple[int, ...]:
         return tuple(label["horizon"] for label in self.manifest["labels"])
 
+    @property
+    def feature_set(self) -> FeatureSet:
+        """The catalogue the store was built with; stores written before feature sets hold ``basic``."""
+        return self.manifest.get("feature_set", "basic")
+
+    @property
+    def cross_sectional_feature_names(self) -> tuple[str, ...]:
+        """Features a Panel adds to this store's own from every asset's returns at once (they cannot be stored
+        per symbol): the market-relative ones of ``rayfolio.data.relative`` for an ``alpha158`` store."""
+        return RELATIVE_NAMES if self.feature_set == "alpha158" else ()
+
+    @property
+    def label_lag(self) -> int:
+        """Trading days between a label's date and its entry (0 for stores written before the lag existed)."""
+        return self.manifest.get("label_lag", 0)
+
     def _parts(self) -> list[str]:
         return [str(self.path / name) for name in sorted(self.manifest["files"])]
 
@@ -247,6 +288,8 @@ class FeatureStore:
             features=self.feature_names,
             labels=self.label_names,
             source=m["source"]["name"],
+            feature_set=self.feature_set,
+            label_lag=self.label_lag,
         )
 
     def coverage(self) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.pandas_features import pandas_features
-from rayfolio.data.features import FEATURES
+from rayfolio.data.features import FEATURES, available_features
 from rayfolio.data.pipeline import build_feature_dataset, build_features_local
 from rayfolio.data.sources import SyntheticSource, file_source, sp500_source, symbols_partition_units
 from rayfolio.data.store import FeatureStore, FeatureStoreError, prepare_feature_store
@@ -157,6 +157,28 @@ def test_republish_replaces_a_previous_store_whole(tmp_path, ray_session):
     assert (first.symbols, second.symbols) == (3, 5)
     assert FeatureStore(out).to_pandas()["symbol"].nunique() == 5
     assert [p.name for p in tmp_path.iterdir()] == ["store"]  # no staging or backup left
+
+
+def test_alpha158_set_and_label_lag_through_ray_into_the_store(tmp_path, ray_session):
+    source = SyntheticSource(SyntheticPanelConfig(n_assets=4, n_days=260, seed=7), assets_per_unit=2)
+    prepare_feature_store(source, tmp_path / "basic", HORIZONS)
+    summary = prepare_feature_store(source, tmp_path / "rich", HORIZONS, feature_set="alpha158", label_lag=1)
+    basic, rich = FeatureStore(tmp_path / "basic"), FeatureStore(tmp_path / "rich")
+    assert (basic.feature_set, basic.label_lag, basic.manifest["feature_set"]) == ("basic", 0, "basic")
+    assert (rich.feature_set, rich.label_lag, summary.feature_set) == ("alpha158", 1, "alpha158")
+    names = [f.name for f in available_features(source.value_columns, "alpha158")]
+    assert list(rich.feature_names) == names and len(names) == len(FEATURES) + 95
+    assert [label["definition"].split(":")[0] for label in rich.manifest["labels"]] == [
+        f"log(close[t+{1 + h}] / close[t+1])" for h in HORIZONS
+    ]
+    assert "t+1..t+1+h" in rich.manifest["point_in_time"] and "t+1..t+h " in basic.manifest["point_in_time"]
+    a, b = basic.to_pandas(), rich.to_pandas()
+    # The basic columns do not move when the richer set is asked for.
+    pd.testing.assert_frame_equal(a[list(basic.feature_names)], b[list(basic.feature_names)], check_exact=True)
+    for label in rich.label_names:  # lag 1: the lag-0 label of the next row, symbol by symbol
+        np.testing.assert_array_equal(b[label].to_numpy(), a.groupby("symbol")[label].shift(-1).to_numpy())
+    local = build_features_local(source, HORIZONS, feature_set="alpha158", label_lag=1)
+    pd.testing.assert_frame_equal(canonical(b), canonical(local), check_exact=True)
 
 
 LARGER_THAN_STORE = """
