@@ -23,7 +23,7 @@ from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
 from rayfolio.data.store import MANIFEST, FeatureStore, sha256_file
 from rayfolio.rl.config import Algorithm, EnvConfig, TiltParams
 from rayfolio.training.config import Family, TrainConfig
-from rayfolio.training.panel import Normalizer
+from rayfolio.training.panel import NormalizeKind, Normalizer
 
 CardKind = Literal["forecaster", "allocator", "tilt"]
 # The kinds that allocate a portfolio (what serving and ``best_allocator`` choose among):
@@ -47,10 +47,14 @@ def allocator_name(algorithm: Algorithm) -> str:
 
 
 class NormalizerParams(BaseModel):
-    """A fitted ``Normalizer``'s per-feature statistics, in feature order."""
+    """A fitted ``Normalizer``'s kind and per-feature statistics, in feature order.
+
+    Cards written before ``kind`` existed hold zscore statistics and load as such.
+    """
 
     model_config = _STRICT
 
+    kind: NormalizeKind = "zscore"
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     mean: tuple[float, ...]

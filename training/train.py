@@ -55,10 +55,11 @@ class TrainingData:
 
 
 def prepare_training_data(panel: Panel, splitter: PurgedDateSplitter, config: TrainConfig) -> TrainingData:
-    """Normaliser fitted on the training split only; windows need ``config.window`` days."""
+    """Normaliser of ``config.normalize``'s kind, fitted on the training split only; windows need
+    ``config.window`` days."""
     parts = splitter.split_dates(panel.dates)
     train_rows = panel.date_index(parts["train"])
-    normalizer = Normalizer.fit(panel.features[train_rows])
+    normalizer = Normalizer.fit(panel.features[train_rows], kind=config.normalize)
     returns = panel.features[..., panel.feature_names.index("ret_1")]
     neighbours = correlation_neighbours(returns, config.graph_k, config.graph_lookback)  # (T, N, k)
     if panel.sectors is not None and config.graph_sector_k > 0:
