@@ -181,9 +181,7 @@ def walk_forward(config: SplitConfig, every: int | None, purge: int, dates) -> l
             }
         )
         splitter = PurgedDateSplitter(SplitConfig.model_validate(split.model_dump()), purge)
-        segment = (calendar >= np.datetime64(start.date(), "D")) & (
-            calendar <= np.datetime64(end or last, "D")
-        )
+        segment = (calendar >= np.datetime64(start.date(), "D")) & (calendar <= np.datetime64(end or last, "D"))
         if segment.any():  # a refit whose segment holds no trading day forecasts nothing
             refits.append(Refit(len(refits), splitter))
     return refits
