@@ -9,20 +9,26 @@ be generated on its own (one Ray task per slice) and the whole is the same
 however it is sliced.
 
 The planted signal (``planted_rank_ic > 0``) tells a learning bug from an absent
-signal: a model that cannot find it is broken. An asset's signal is its own past,
-s_i(t) = (sum of its last L idiosyncratic innovations) / sqrt(L), L = the planted
-horizon, so s_i ~ (0, 1) and is exogenous (innovations, not returns: no feedback).
-Tomorrow's return loads on it, r_i(t+1) += c * idio_vol_i * regime_scale(t) * s_i(t):
-the drift is known at t and, scaled like the noise, keeps the same signal-to-noise
-in both regimes. Models see it through the trailing returns (``ret_20`` ...).
-``c`` is calibrated so the oracle's mean daily cross-sectional Rank IC with the
-h-day forward log return is ``planted_rank_ic`` (see ``planted_coefficient``).
+signal: a model that cannot find it is broken. An asset's signal is its own past: an
+exponentially weighted sum of its idiosyncratic innovations, the unit-variance AR(1)
+s_i(t) = rho s_i(t-1) + sqrt(1 - rho^2) e_i(t) with rho = exp(-1/h) (h = the planted
+horizon), exogenous (innovations, not returns: no feedback loop). Tomorrow's return
+loads on it, r_i(t+1) += c * idio_vol_i * regime_scale(t) * s_i(t): the drift is known
+at t and, scaled like the noise, keeps one signal-to-noise in both regimes. As an
+AR(1), E[s(t+k) | past] = rho^k s(t): beyond the factors, the expected h-day return
+is proportional to idio_vol_i * s_i(t), so no forecast from the past ranks assets
+much better than the oracle (a flat trailing window would let a blend of trailing
+returns beat it). Models see it through the trailing returns (``ret_5``, ``ret_20``,
+the EMA ratios ...). ``c`` is calibrated so
+the oracle's mean daily cross-sectional Rank IC with the h-day forward log return
+is ``planted_rank_ic`` (see ``planted_coefficient``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -30,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy.optimize import brentq
+from scipy.signal import lfilter
 
 GENERATOR_VERSION = 1
 T_DOF = 5  # Student-t degrees of freedom of the idiosyncratic innovations
@@ -135,21 +142,33 @@ def _asset_rng(cfg: SyntheticPanelConfig, i: int) -> np.random.Generator:
     return np.random.default_rng([cfg.seed, 1, int(i)])
 
 
-def trailing_signal(innovations: np.ndarray, lookback: int) -> np.ndarray:
-    """s(t) = sum(innovations[t-L+1 .. t]) / sqrt(L), (T,) -> (T,); NaN until L innovations exist.
+def signal_persistence(horizon: int) -> float:
+    """rho of the planted signal: its memory is the horizon (it decays by 1/e over h days)."""
+    return math.exp(-1.0 / horizon)
 
-    Past-only: s(t) reads nothing after t. Unit variance for unit-variance innovations.
+
+def innovation_signal(innovations: np.ndarray, persistence: float) -> np.ndarray:
+    """s(t) = rho s(t-1) + sqrt(1 - rho^2) e(t), s(0) = e(0): (T,) -> (T,).
+
+    Past-only (s(t) reads nothing after t) and, for unit-variance innovations, unit
+    variance from the first day on (the AR(1) starts in its stationary law).
     """
-    out = np.full(len(innovations), np.nan)
-    if len(innovations) >= lookback:
-        csum = np.concatenate(([0.0], np.cumsum(innovations)))
-        out[lookback - 1 :] = (csum[lookback:] - csum[:-lookback]) / np.sqrt(lookback)
+    rho = persistence
+    gain = math.sqrt(1.0 - rho**2)
+    if len(innovations) == 0:
+        return np.empty(0)
+    # The IIR filter y[t] = gain e[t] + rho y[t-1], its state set so that y[0] = e[0].
+    out, _ = lfilter([gain], [1.0, -rho], innovations, zi=[(1.0 - gain) * innovations[0]])
     return out
 
 
-def _signal_drift(asset: _Asset, scale: np.ndarray, lookback: int) -> np.ndarray:
-    """(T,) planted drift per unit of c: day t+1 earns idio_vol * scale(t) * s(t); 0 before s exists."""
-    signal = np.nan_to_num(trailing_signal(asset.innovations, lookback), nan=0.0)
+def _asset_signal(asset: _Asset, cfg: SyntheticPanelConfig) -> np.ndarray:
+    return innovation_signal(asset.innovations, signal_persistence(cfg.planted_horizon))
+
+
+def _signal_drift(asset: _Asset, cfg: SyntheticPanelConfig, scale: np.ndarray) -> np.ndarray:
+    """(T,) planted drift per unit of c: day t+1 earns idio_vol * scale(t) * s(t)."""
+    signal = _asset_signal(asset, cfg)
     return np.concatenate(([0.0], asset.idio_vol * scale[:-1] * signal[:-1]))
 
 
@@ -168,13 +187,13 @@ def planted_coefficient(cfg: SyntheticPanelConfig) -> float:
     Calibrated on a pilot panel of this model (its own seed, ``PILOT_ASSETS`` assets or
     the panel's own count when smaller, enough days for a ~0.001 precision), so c
     depends on the config's shape of the model and target only, never on its seed or
-    length: bisection on c of the pilot's mean daily Rank IC of s(t) against the
-    h-day forward log return. Cached per process (a Ray worker computes it once).
+    length: a root search (Brent) on c of the pilot's mean daily Rank IC of s(t) against
+    the h-day forward log return. Cached per process (a Ray worker computes it once).
     """
     if cfg.planted_rank_ic == 0:
         return 0.0
     n_assets = min(cfg.n_assets, PILOT_ASSETS)
-    n_days = -(-PILOT_ASSET_DAYS_PER_HORIZON_DAY * cfg.planted_horizon // n_assets) + 2 * cfg.planted_horizon
+    n_days = -(-PILOT_ASSET_DAYS_PER_HORIZON_DAY * cfg.planted_horizon // n_assets) + cfg.planted_horizon
     pilot = replace(cfg, seed=PILOT_SEED, n_assets=n_assets, n_days=n_days, start=SyntheticPanelConfig.start)
     return _calibrate(pilot)
 
@@ -187,11 +206,11 @@ def _calibrate(pilot: SyntheticPanelConfig) -> float:
     signal, base, drift = (np.empty((pilot.n_days, pilot.n_assets)) for _ in range(3))  # (T, N) each
     for i in range(pilot.n_assets):
         asset = _draw_asset(_asset_rng(pilot, i), pilot)
-        signal[:, i] = trailing_signal(asset.innovations, h)
+        signal[:, i] = _asset_signal(asset, pilot)
         base[:, i] = _log_returns(asset, state, scale)
-        drift[:, i] = _signal_drift(asset, scale, h)
-    # Dates with a signal and a full h-day label: t = L-1 .. T-1-h; labels are sums of days t+1 .. t+h.
-    rows = slice(h - 1, pilot.n_days - h)
+        drift[:, i] = _signal_drift(asset, pilot, scale)
+    # Dates with a full h-day label, t = 0 .. T-1-h; a label sums the returns of days t+1 .. t+h.
+    rows = slice(0, pilot.n_days - h)
 
     def forward(x: np.ndarray) -> np.ndarray:
         csum = np.cumsum(x, axis=0)
@@ -230,14 +249,11 @@ def _centred_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def planted_signal(cfg: SyntheticPanelConfig, assets: np.ndarray) -> np.ndarray:
-    """The oracle: s_i(t) of the given asset indices, (T, n); NaN for the first L-1 days.
+    """The oracle: s_i(t) of the given asset indices, (T, n).
 
     Defined for any config (with planted_rank_ic 0 nothing loads on it: the control).
     """
-    columns = [
-        trailing_signal(_draw_asset(_asset_rng(cfg, i), cfg).innovations, cfg.planted_horizon)
-        for i in np.asarray(assets, dtype=np.int64)
-    ]
+    columns = [_asset_signal(_draw_asset(_asset_rng(cfg, i), cfg), cfg) for i in np.asarray(assets, dtype=np.int64)]
     return np.column_stack(columns) if columns else np.empty((cfg.n_days, 0))
 
 
@@ -253,7 +269,7 @@ def generate_assets(cfg: SyntheticPanelConfig, assets: np.ndarray, state: Market
         asset = _draw_asset(rng, cfg)
         ret = _log_returns(asset, state, scale)
         if c > 0:
-            ret = ret + c * _signal_drift(asset, scale, cfg.planted_horizon)
+            ret = ret + c * _signal_drift(asset, cfg, scale)
         close = rng.lognormal(np.log(50.0), 0.8) * np.exp(np.cumsum(ret))
         day_vol = np.sqrt(asset.beta**2 * 0.009**2 + asset.idio_vol**2) * scale
         prev_close = np.concatenate(([close[0] * np.exp(-ret[0])], close[:-1]))
