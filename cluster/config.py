@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from rayfolio.data.config import DataConfig
-from rayfolio.data.splits import SplitConfig
+from rayfolio.data.splits import SplitConfig, WalkForwardConfig
 from rayfolio.data.yaml_files import read_yaml_mapping
 from rayfolio.rl.config import AllocationConfig
 from rayfolio.training.config import ForecastersConfig
@@ -42,6 +42,8 @@ class RunConfig(BaseModel):
         validation_end=dt.date(2016, 12, 31),
         test_start=dt.date(2017, 1, 1),
     )
+    # Expanding-window refits after the first (``splits``): the quickstart refits every 3 years.
+    walk_forward: WalkForwardConfig = WalkForwardConfig(refit_every=36)
     forecasters: ForecastersConfig = ForecastersConfig()
     allocation: AllocationConfig = AllocationConfig()
     registry: Path | None = None  # None: RAYFOLIO_REGISTRY, else runs/registry

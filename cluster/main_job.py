@@ -25,10 +25,11 @@ import yaml
 
 from rayfolio.cluster.config import RunConfig, check_env_features, check_index_file
 from rayfolio.cluster.runtime import ray_connection
-from rayfolio.cluster.served import calibrated_ensemble, served_factory
+from rayfolio.cluster.served import served_factory, walk_forward_ensemble
 from rayfolio.data.features import available_features
 from rayfolio.data.markdown import Report, table
 from rayfolio.data.overview import data_overview, data_section
+from rayfolio.data.relative import RELATIVE_NAMES
 from rayfolio.data.sources import make_source
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore, prepare_feature_store
@@ -58,16 +59,20 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
     source = make_source(config.data.source, config.data.synthetic.to_config())
     # Mistakes a user can make are refused here, in seconds, before Ray starts.
     validate_before_ray(source)
-    check_env_features(config, [f.name for f in available_features(source.value_columns)], f"'{source.name}'")
+    features = available_features(source.value_columns, config.data.features)
+    relative = RELATIVE_NAMES if config.data.features == "alpha158" else ()
+    check_env_features(config, [*(f.name for f in features), *relative], f"'{source.name}'")
     check_index_file(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with ray_connection(config.ray, address):
         t0 = _stage(1, "data", f"feature store from '{config.data.source}' on Ray Data")
-        summary = prepare_feature_store(source, store_dir, config.data.horizons)
+        summary = prepare_feature_store(source, store_dir, config.data.horizons, feature_set=config.data.features,
+                                        label_lag=config.data.label_lag)  # fmt: skip
         store = FeatureStore(store_dir)
-        splitter = PurgedDateSplitter(config.splits, purge=max(config.data.horizons))
+        # A label at t reaches t + lag + h: that many trading days are purged before each boundary.
+        splitter = PurgedDateSplitter(config.splits, purge=max(config.data.horizons) + config.data.label_lag)
         overview = data_overview(store, splitter, run_dir / "plots")
         timings["data"] = time.perf_counter() - t0
         logger.info("\n".join(summary.lines()))
@@ -75,19 +80,22 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
 
         t0 = _stage(2, "forecasters", f"{', '.join(config.forecasters.families)} on Ray Tune + Ray Train, baselines")
         registry = ModelRegistry(config.registry_root())
-        forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry)
+        forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry, config.walk_forward)
         timings["forecasters"] = time.perf_counter() - t0
         logger.info(table(rank_ic_on_test(forecasts), floatfmt=".4f"))
 
         algorithms = ", ".join(a.upper() for a in config.allocation.agents.algorithms)
         t0 = _stage(3, "allocation", f"{algorithms} agents on Ray Tune, the tilt, the served path, backtest")
         panel = Panel.from_store(store)
-        ensemble, served = None, None
+        ensemble, served, ensemble_scores = None, None, None
         if forecasts.registered:
-            # The ensemble of the versions just registered, calibrated on validation: the service's.
-            versions = {name: version for name, (version, _) in forecasts.registered.items()}
-            ensemble = calibrated_ensemble(registry, panel, config, versions)
+            # Each refit's ensemble of the versions just registered, calibrated on its validation window:
+            # at every date, the service's forecast with the models it had then.
+            ensemble = walk_forward_ensemble(registry, panel, [(r.splits, r.versions) for r in forecasts.refits],
+                                             splitter.purge)  # fmt: skip
             served = served_factory(config, registry, panel, ensemble, run_dir)
+            stitched = next(iter(forecasts.scored.values()))["test"][0]  # the out-of-sample dates
+            ensemble_scores = (stitched, ensemble.z_panel(stitched)[stitched])
         allocation = run_allocation(
             store,
             splitter,
@@ -118,13 +126,15 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
                     "feature store": str(store_dir),
                     "label horizons (trading days)": ", ".join(map(str, config.data.horizons)),
                     "purge between splits (trading days)": splitter.purge,
+                    "walk-forward refits": ", ".join(str(r.splits.test_start) for r in forecasts.refits)
+                    + (f" (every {config.walk_forward.refit_every} months)" if config.walk_forward.refit_every else ""),
                     **{f"time: {k} (s)": f"{v:.1f}" for k, v in timings.items()},
                 }
             )
         ),
     )
     data_section(report, summary, overview, run_dir)
-    forecast_section(report, forecasts, config.forecasters.cost_bps)
+    forecast_section(report, forecasts, config.forecasters.cost_bps, panel, ensemble_scores)
     if ensemble is not None:
         test = split_indices(panel, splitter, "test")
         horizon = signal_horizon(panel.horizons, config.allocation.env.rebalance_every)

@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rayfolio.cluster.config import ConfigError, RunConfig
-from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
 from rayfolio.rl.stage import ServedFactory
 from rayfolio.serving.replay import replay_pipeline, served_strategies
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.settings import SettingsError, read_serve_config
-from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters, split_indices
+from rayfolio.training.ensemble import ForecastEnsemble, WalkForwardEnsemble, load_forecasters, split_indices
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
 
@@ -36,17 +36,43 @@ def house_limits(config: RunConfig) -> HouseLimits:
         raise ConfigError(f"{path}: house limits (user_config): {err}".replace("\n", " ")) from None
 
 
-def calibrated_ensemble(
-    registry: ModelRegistry, panel: Panel, config: RunConfig, versions: dict[str, str] | None = None
-) -> ForecastEnsemble:
-    """The ensemble of ``versions`` ({name: version}; None: the production forecasters), its
-    confidence calibrated on the run's validation split: the service's ensemble."""
-    validation = split_indices(panel, PurgedDateSplitter(config.splits, purge=max(panel.horizons)), "validation")
-    return ForecastEnsemble(load_forecasters(registry, panel, versions=versions), panel, validation)
+def production_ensemble(registry: ModelRegistry, panel: Panel) -> WalkForwardEnsemble:
+    """The production forecasters with the walk-forward that produced them: each earlier refit's
+    versions forecast their own segment (``walk_forward_history`` in the versions' metrics), each
+    ensemble calibrated on its own validation window: what the main job measured."""
+    production = registry.production("forecaster")
+    by_refit: dict[int, dict[str, str]] = {}
+    for version in production:
+        for earlier in version.metrics.get("walk_forward_history", []):
+            by_refit.setdefault(earlier["refit"], {})[version.name] = earlier["version"]
+    refits = [by_refit[k] for k in sorted(by_refit) if len(by_refit[k]) == len(production)]
+    refits.append({v.name: v.version for v in production})
+    calendars = [registry.get(*next(iter(v.items()))).card.calendar for v in refits]
+    return walk_forward_ensemble(registry, panel, [(c.splits, v) for c, v in zip(calendars, refits, strict=True)],
+                                 calendars[-1].purge)  # fmt: skip
+
+
+def walk_forward_ensemble(
+    registry: ModelRegistry, panel: Panel, refits: list[tuple[SplitConfig, dict[str, str]]], purge: int
+) -> WalkForwardEnsemble:
+    """The walk-forward's ensembles, one per refit ((its splits, {name: version})), each calibrated on
+    its own validation window and forecasting from its segment's first date: at every date, the
+    forecast the service would have made with the models it had then."""
+    segments = []
+    for splits, versions in refits:
+        splitter = PurgedDateSplitter(splits, purge=purge)
+        ensemble = ForecastEnsemble(load_forecasters(registry, panel, versions=versions), panel,
+                                    split_indices(panel, splitter, "validation"))  # fmt: skip
+        segments.append((int(split_indices(panel, splitter, "test")[0]), ensemble))
+    return WalkForwardEnsemble(segments)
 
 
 def served_factory(
-    config: RunConfig, registry: ModelRegistry, panel: Panel, ensemble: ForecastEnsemble, out: Path
+    config: RunConfig,
+    registry: ModelRegistry,
+    panel: Panel,
+    ensemble: ForecastEnsemble | WalkForwardEnsemble,
+    out: Path,
 ) -> ServedFactory:
     """Builds, for the chosen (allocator, version), one served-path strategy per profile of the config."""
     limits = house_limits(config)

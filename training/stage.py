@@ -1,5 +1,6 @@
-"""The forecaster stage of the main job: search every family on Ray Tune, fit
-the baselines, score validation and test, write forecasts, register models."""
+"""The forecaster stage of the main job: the walk-forward (training/walk_forward.py: per refit, every
+family searched on Ray Tune, the baselines fitted, validation and the out-of-sample segment scored),
+stitched forecasts written and measured, every refit's models registered."""
 
 from __future__ import annotations
 
@@ -9,39 +10,41 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.splits import PurgedDateSplitter, SplitConfig, WalkForwardConfig, walk_forward
 from rayfolio.data.store import FeatureStore
-from rayfolio.training.baselines import BASELINES, RidgeBaseline, momentum_12_1, reversal_5d
 from rayfolio.training.cards import Calendar, ForecasterCard, NormalizerParams, forecaster_name
 from rayfolio.training.config import ForecastersConfig
 from rayfolio.training.ensemble import seed_file
 from rayfolio.training.evaluate import forecast_frame, metrics_table
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import WEIGHTS, ModelRegistry
-from rayfolio.training.train import TrainingData, predict, prepare_training_data, train_forecaster
-from rayfolio.training.tune import SearchOutcome, search_family
+from rayfolio.training.tune import SearchOutcome
+from rayfolio.training.walk_forward import RefitResult, run_refits, stitch
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ForecastStage:
-    metrics: pd.DataFrame  # model, horizon, split, IC ... long-short Sharpe
-    searches: dict[str, SearchOutcome]
-    registered: dict[str, tuple[str, str]]  # model name -> (version, stage)
+    metrics: pd.DataFrame  # model, horizon, split, IC ... long-short Sharpe; test = the stitched walk-forward
+    searches: dict[str, SearchOutcome]  # the last refit's (the versions the service gets)
+    registered: dict[str, tuple[str, str]]  # model name -> (version, stage) of the last refit
     forecasts_path: Path
+    refits: tuple[RefitSummary, ...] = ()
+    scored: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] | None = None  # model -> split -> (t, scores)
 
 
-def _split_indices(panel: Panel, splitter: PurgedDateSplitter, window: int) -> dict[str, np.ndarray]:
-    """Validation and test date indices with ``window`` days of history behind them."""
-    parts = splitter.split_dates(panel.dates)
-    out = {}
-    for split in ("validation", "test"):
-        idx = panel.date_index(parts[split])
-        out[split] = idx[idx >= window - 1]
-    return out
+@dataclass(frozen=True)
+class RefitSummary:
+    """One walk-forward refit as the report shows it."""
+
+    index: int
+    splits: SplitConfig
+    versions: dict[str, str]  # forecaster name -> registered version
+    seconds: float
+    test_rank_ic: dict[str, dict[int, float]]  # model -> horizon -> mean Rank IC on its own segment
+    resumed: tuple[str, ...] = ()
 
 
 def run_forecasters(
@@ -50,37 +53,17 @@ def run_forecasters(
     config: ForecastersConfig,
     run_dir: Path,
     registry: ModelRegistry,
+    schedule: WalkForwardConfig | None = None,
 ) -> ForecastStage:
+    """The walk-forward of ``schedule`` (None: one refit on ``splitter``): every refit on Ray, its
+    models registered (the last refit's as candidates for production, earlier ones for the record),
+    the out-of-sample segments stitched and measured as one series."""
+    schedule = schedule or WalkForwardConfig()
     panel = Panel.from_store(store)
-    data = prepare_training_data(panel, splitter, config.train)
-    searches = {}
-    for family in config.families:
-        logger.info("searching %s: %d configurations on Ray Tune", family, config.search.num_samples)
-        base = config.train.model_copy(update={"family": family})
-        searches[family] = search_family(
-            data, base, config.search, config.scaling, run_dir / "tune", f"{family}-search", config.cost_bps
-        )
-        logger.info(
-            "%s: best validation Rank IC %.4f, deflated Sharpe %.2f",
-            family,
-            searches[family].best.val_rank_ic,
-            searches[family].deflated_sharpe,
-        )
-
-    seeds = {family: _extra_seeds(data, o, config, run_dir) for family, o in searches.items()}
-    splits = _split_indices(panel, splitter, max((*config.search.window, config.train.window)))
-    scorers = {
-        name: (lambda t, o=o, more=seeds[name]: np.mean([predict(m, data, t, o.best_config.window)
-                                                         for m in (o.model, *more)], axis=0))
-        for name, o in searches.items()
-    }  # fmt: skip
-    ridge = RidgeBaseline().fit(data)
-    scorers |= {
-        "momentum_12_1": lambda t: momentum_12_1(data, t),
-        "reversal_5d": lambda t: reversal_5d(data, t),
-        "ridge": lambda t: ridge.predict(data, t),
-    }
-    scored = {name: {split: (t, score(t)) for split, t in splits.items()} for name, score in scorers.items()}
+    refits = walk_forward(splitter.config, schedule.refit_every, splitter.purge, panel.dates)
+    logger.info("walk-forward: %d refit(s) at %s", len(refits), ", ".join(str(r.start) for r in refits))
+    results = run_refits(panel, refits, config, run_dir, parallel=schedule.parallel, retries=schedule.max_retries)
+    scored = stitch(results)
     metrics = metrics_table(panel, scored, config.cost_bps)
 
     frames = [forecast_frame(panel, t, s, name, split) for name, by in scored.items() for split, (t, s) in by.items()]
@@ -89,32 +72,51 @@ def run_forecasters(
     pd.concat(frames, ignore_index=True).to_parquet(partial, index=False)
     partial.replace(forecasts_path)
 
-    calendar = Calendar.of(store, splitter)
-    registered = {
-        forecaster_name(family): _register(
-            registry, panel, calendar, data, outcome, seeds[family], metrics[metrics.model == family]
-        )
-        for family, outcome in searches.items()
-    }
-    return ForecastStage(metrics, searches, registered, forecasts_path)
+    summaries, registered, history = [], {}, {family: [] for family in config.families}
+    for result in results:
+        last = result is results[-1]
+        calendar = Calendar.of(store, result.refit.splitter)
+        refit_metrics = metrics_table(panel, result.scored, config.cost_bps)
+        registered = {
+            forecaster_name(family): _register(registry, panel, calendar, result, family,
+                                               refit_metrics[refit_metrics.model == family],
+                                               stage="auto" if last else None, history=history[family])
+            for family in result.searches
+        }  # fmt: skip
+        for family in result.searches:
+            history[family].append({"refit": result.refit.index, "version": registered[forecaster_name(family)][0]})
+        on_test = refit_metrics[refit_metrics.split == "test"]
+        summaries.append(
+            RefitSummary(
+                result.refit.index, result.refit.splitter.config,
+                {name: version for name, (version, _) in registered.items()}, result.seconds,
+                {m: dict(zip(g.horizon, g.rank_ic, strict=True)) for m, g in on_test.groupby("model")},
+                tuple(result.resumed),
+            )
+        )  # fmt: skip
+    return ForecastStage(metrics, results[-1].searches, registered, forecasts_path, tuple(summaries), scored)
 
 
 def _register(
     registry: ModelRegistry,
     panel: Panel,
     calendar: Calendar,
-    data: TrainingData,
-    outcome: SearchOutcome,
-    seeds: list[torch.nn.Module],
+    result: RefitResult,
+    family: str,
     metrics: pd.DataFrame,
-) -> tuple[str, str]:
-    """Register the search's chosen model and its extra seeds, one ensemble member (stage auto:
-    production if the model has none yet, else staging)."""
+    stage: str | None,
+    history: list[dict],
+) -> tuple[str, str | None]:
+    """Register a refit's chosen model of ``family`` and its extra seeds, one ensemble member
+    (``stage`` "auto": production if the model has none yet, else staging; None: no stage).
+    ``history``: the versions of the walk-forward's earlier refits, so that a backtest of this
+    version can replay each date with the models that existed then."""
+    outcome, seeds = result.searches[family], result.seeds[family]
     card = ForecasterCard(
         train=outcome.best_config,
-        feature_names=data.feature_names,
-        horizons=data.horizons,
-        normalizer=NormalizerParams.of(data.normalizer),
+        feature_names=result.feature_names,
+        horizons=panel.horizons,
+        normalizer=NormalizerParams.of(result.normalizer),
         symbols=tuple(panel.symbols.tolist()),
         calendar=calendar,
     )
@@ -123,33 +125,13 @@ def _register(
         {WEIGHTS: outcome.model.state_dict()} | {seed_file(i + 1): m.state_dict() for i, m in enumerate(seeds)},
         metrics={
             "seeds": 1 + len(seeds),
+            "walk_forward_refit": result.refit.index,
+            "walk_forward_history": list(history),
             "validation_rank_ic_search": outcome.best.val_rank_ic,
             "configurations_tried": len(outcome.trials),
             "deflated_sharpe": outcome.deflated_sharpe,
             "by_split_and_horizon": metrics.drop(columns="model").to_dict("records"),
         },
+        stage=stage,
     )
     return version.version, registry.stage_of(version)
-
-
-def _extra_seeds(
-    data: TrainingData, outcome: SearchOutcome, config: ForecastersConfig, run_dir: Path
-) -> list[torch.nn.Module]:
-    """``seeds_per_model - 1`` more trainings of the chosen configuration on Ray Train, other seeds."""
-    out = []
-    for i in range(1, config.seeds_per_model):
-        seeded = outcome.best_config.model_copy(update={"seed": outcome.best_config.seed + 1000 * i})
-        logger.info("%s: seed %d of %d of the chosen configuration", outcome.family, i + 1, config.seeds_per_model)
-        out.append(train_forecaster(data, seeded, config.scaling, run_dir / "tune", f"{outcome.family}-seed{i}").model)
-    return out
-
-
-def beats_baselines(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Per network and horizon: its Rank IC against the best baseline's, on ``split``."""
-    on = metrics[metrics.split == split]
-    best_baseline = on[on.model.isin(BASELINES)].groupby("horizon")["rank_ic"].max()
-    networks = on[~on.model.isin(BASELINES)].set_index(["model", "horizon"])["rank_ic"]
-    frame = networks.to_frame("rank_ic").reset_index()
-    frame["best_baseline_rank_ic"] = frame["horizon"].map(best_baseline)
-    frame["beats_baselines"] = frame["rank_ic"] > frame["best_baseline_rank_ic"]
-    return frame

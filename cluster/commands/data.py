@@ -54,7 +54,8 @@ def _prepare(args: argparse.Namespace) -> None:
     source = make_source(config.data.source, config.data.synthetic.to_config())
     validate_before_ray(source)  # a small local file is refused in seconds, before Ray starts
     with ray_connection(config.ray, args.address):
-        summary = prepare_feature_store(source, args.out, config.data.horizons)
+        summary = prepare_feature_store(source, args.out, config.data.horizons, feature_set=config.data.features,
+                                        label_lag=config.data.label_lag)  # fmt: skip
     print("\n".join(summary.lines()))
 
 

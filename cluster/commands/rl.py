@@ -28,7 +28,7 @@ def register(commands) -> None:
 def _allocation(args: argparse.Namespace) -> None:
     from rayfolio.cluster.config import ConfigError, check_env_features, check_index_file, load_config
     from rayfolio.cluster.runtime import ray_connection
-    from rayfolio.cluster.served import calibrated_ensemble, served_factory
+    from rayfolio.cluster.served import production_ensemble, served_factory
     from rayfolio.data.markdown import Report, table
     from rayfolio.data.splits import PurgedDateSplitter
     from rayfolio.data.store import FeatureStore
@@ -40,13 +40,14 @@ def _allocation(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     store = FeatureStore(config.store_dir(args.store))
     store.verify()
-    check_env_features(config, store.feature_names, f"the feature store {store.path}")
+    check_env_features(config, [*store.feature_names, *store.cross_sectional_feature_names],
+                       f"the feature store {store.path}")  # fmt: skip
     check_index_file(config)
-    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
+    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons) + store.label_lag)
     registry = ModelRegistry(config.registry_root(args.registry))
     panel = Panel.from_store(store)
-    # The production forecasters' ensemble (the service's), when there are any.
-    ensemble = calibrated_ensemble(registry, panel, config) if registry.production("forecaster") else None
+    # The production forecasters' ensemble (the service's) with the walk-forward that made them.
+    ensemble = production_ensemble(registry, panel) if registry.production("forecaster") else None
     if config.allocation.env.forecast_features and ensemble is None:
         raise ConfigError(
             f"allocation.env.forecast_features is on but {registry.root} has no production forecaster: "

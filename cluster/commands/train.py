@@ -51,14 +51,15 @@ def _train(args: argparse.Namespace) -> None:
     from rayfolio.cluster.runtime import ray_connection
     from rayfolio.data.splits import PurgedDateSplitter
     from rayfolio.data.store import FeatureStore
+    from rayfolio.training.baselines import BASELINES
     from rayfolio.training.cards import forecaster_name
     from rayfolio.training.registry import ModelRegistry
-    from rayfolio.training.stage import BASELINES, run_forecasters
+    from rayfolio.training.stage import run_forecasters
 
     config = load_config(args.config)
     store = FeatureStore(config.store_dir(args.store))
     store.verify()
-    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons))
+    splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons) + store.label_lag)
     registry = ModelRegistry(config.registry_root(args.registry))
     forecasters = config.forecasters
     families = [args.family] if isinstance(args.family, str) else args.family or forecasters.families

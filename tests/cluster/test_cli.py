@@ -116,7 +116,8 @@ def test_bad_config_names_file_and_field(tmp_path, capsys):
     assert "rayfolio: error:" in capsys.readouterr().err
 
 
-def tiny_run_config(tmp_path: Path) -> Path:
+def tiny_run_config(tmp_path: Path, refit_every: int | None = None) -> Path:
+    """A tiny run; ``refit_every`` (months) walks the forecasters forward (None: one refit)."""
     config = {
         "name": "tiny",
         "runs_dir": str(tmp_path / "runs"),
@@ -142,13 +143,15 @@ def tiny_run_config(tmp_path: Path) -> Path:
             "backtest": {"lookback": 60, "top_k": 2, "bootstrap_samples": 200},
         },
     }  # fmt: skip
+    config["walk_forward"] = {"refit_every": refit_every}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
 def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
-    assert main(["run", "--config", str(tiny_run_config(tmp_path))]) == 0
+    # Two walk-forward refits: January 2003 on, and April 2003 on (the panel ends in June 2003).
+    assert main(["run", "--config", str(tiny_run_config(tmp_path, refit_every=3))]) == 0
     run_dir = tmp_path / "runs" / "tiny"
     printed = capsys.readouterr()
     # Progress (stage lines, timings) on stderr; the result, the report's path, on stdout.
@@ -165,17 +168,24 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     forecasts = pd.read_parquet(run_dir / "forecasts.parquet")
     assert set(forecasts["model"]) == {"lstm", "gat", "momentum_12_1", "reversal_5d", "ridge"}
     assert set(forecasts["split"]) == {"validation", "test"} and set(forecasts["horizon"]) == {5, 20}
-    assert ModelRegistry(tmp_path / "registry").stage_version("gat-forecaster") == "v0001"
+    test_dates = forecasts[forecasts.split == "test"]["date"]
+    assert test_dates.min() >= pd.Timestamp("2003-01-01") and test_dates.max() > pd.Timestamp("2003-04-01")
+    assert "Walk-forward: 2 expanding-window refit(s)" in report and "t (NW)" in report and "p (> ridge)" in report
+    # Each refit registered its models; the last one's are production, the first's kept for the record.
+    models = ModelRegistry(tmp_path / "registry")
+    assert models.stage_version("gat-forecaster") == "v0002"
+    assert models.versions("gat-forecaster") == ["v0001", "v0002"]
+    assert models.get("gat-forecaster", "v0002").metrics["walk_forward_history"] == [{"refit": 0, "version": "v0001"}]
     # The models commands on that registry.
     capsys.readouterr()
     registry = ["--registry", str(tmp_path / "registry")]
     assert main(["models", "list", *registry]) == 0
     listed = capsys.readouterr().out
     assert "transformer: Transformer encoder" in listed
-    assert re.search(r"\| gat-forecaster\s+\| v0001\s+\| production\s+\|", listed), listed
+    assert re.search(r"\| gat-forecaster\s+\| v0002\s+\| production\s+\|", listed), listed
     assert main(["models", "rollback", "gat-forecaster", *registry]) == 2
     assert "no earlier production version" in capsys.readouterr().err
-    assert main(["models", "promote", "gat-forecaster", "v0001", "--stage", "staging", *registry]) == 0
+    assert main(["models", "promote", "gat-forecaster", "v0002", "--stage", "staging", *registry]) == 0
     # The allocation stage: agents registered, backtest files, the comparison in the report.
     assert "## Allocation agents" in report and "## Backtest (test period, after costs)" in report
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -186,11 +196,14 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert report.split("\n## ")[1].startswith("What a client following rayfolio's recommendations")
     assert "## Forecast tilt around 1/N" in report and "## Confidence reliability (test period)" in report
     assert set(pd.read_parquet(run_dir / "returns.parquet").columns) == set(metrics)
+    # Every strategy's Sharpe against 1/N carries its Ledoit-Wolf p-value.
+    assert all(0 <= metrics[name]["p_vs_equal_weight"] <= 1 for name in metrics if name != "equal_weight")
+    assert "p (Sharpe > 1/N's)" in report
     assert (run_dir / "plots" / "equity_curves.png").stat().st_size > 10_000
     assert re.search(r"\| ppo-allocator\s+\| v0001\s+\| production\s+\|", listed), listed
     # `rayfolio backtest` on the run's store, registry and forecasts.
     capsys.readouterr()
-    assert main(["backtest", "--config", str(tiny_run_config(tmp_path))]) == 0
+    assert main(["backtest", "--config", str(tiny_run_config(tmp_path, refit_every=3))]) == 0
     backtest_report = (run_dir / "backtest" / "report.md").read_text()
     assert "ppo-allocator v0001 (production)" in backtest_report and "| forecast_top_k " in backtest_report
     again = json.loads((run_dir / "backtest" / "metrics.json").read_text())

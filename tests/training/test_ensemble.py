@@ -209,3 +209,24 @@ def test_a_member_registered_with_several_seeds_loads_them_all(panel, tmp_path):
     alone = [dataclasses.replace(member, models=(m,)).scores(300) for m in member.models]
     np.testing.assert_allclose(member.scores(300), (alone[0] + alone[1]) / 2)
     assert not np.allclose(alone[0], alone[1])
+
+
+def test_walk_forward_ensemble_forecasts_each_date_with_the_refit_that_owned_it(panel):
+    from rayfolio.training.ensemble import WalkForwardEnsemble, reliability_table
+
+    early = ForecastEnsemble([forecaster("a", panel, [0.03, 0.02], 0)], panel, np.arange(200, 260))
+    late = ForecastEnsemble([forecaster("a", panel, [0.03, 0.02], 7)], panel, np.arange(260, 300))
+    walk = WalkForwardEnsemble([(260, early), (300, late)])
+    # Before the second refit's segment the first refit forecasts (also before its own segment: its
+    # validation dates), from the second segment on the second one does.
+    for t, owner in ((250, early), (299, early), (300, late), (390, late)):
+        np.testing.assert_array_equal(walk.forecast(t).z, owner.forecast(t).z)
+        np.testing.assert_array_equal(walk.forecast(t).confidence, owner.forecast(t).confidence)
+    z = walk.z_panel(np.arange(290, 310))
+    np.testing.assert_array_equal(z[295], early.forecast(295).z)
+    np.testing.assert_array_equal(z[305], late.forecast(305).z)
+    assert not np.allclose(early.forecast(305).z, late.forecast(305).z)  # the two refits differ
+    assert walk.forecasters is late.forecasters  # what the service runs now
+    # Each date's confidence comes from its own refit's calibration.
+    table = reliability_table(walk, np.arange(280, 320), 5)
+    assert table["forecasts"].sum() > 0
