@@ -23,6 +23,7 @@ from rayfolio.data.markdown import Report, image, table
 from rayfolio.rl.backtest import StrategyRun
 from rayfolio.rl.config import AllocationConfig, BacktestConfig
 from rayfolio.rl.measures import performance
+from rayfolio.training.significance import sharpe_difference
 
 if TYPE_CHECKING:  # rl/stage.py writes its backtest with this module
     from rayfolio.rl.stage import AllocationStage
@@ -32,7 +33,8 @@ SERVED_PREFIX = "served_"  # the service's own decision path, one strategy per r
 INDEX = "index_buy_hold"
 
 # The metrics a command prints after a backtest, and every metric's name in the report's table.
-COMPARISON = ["sharpe", "sharpe_ci_low", "sharpe_ci_high", "annual_return", "volatility", "max_drawdown", "turnover"]
+COMPARISON = ["sharpe", "sharpe_ci_low", "sharpe_ci_high", "sharpe_vs_equal_weight", "p_vs_equal_weight",
+              "annual_return", "volatility", "max_drawdown", "turnover"]  # fmt: skip
 COLUMNS = {
     "annual_return": "annual return",
     "volatility": "volatility",
@@ -47,6 +49,8 @@ COLUMNS = {
     "turnover": "turnover (per year)",
     "costs_paid": "costs paid (total)",
     "information_ratio": "information ratio vs equal weight",
+    "sharpe_vs_equal_weight": "Sharpe - 1/N's",
+    "p_vs_equal_weight": "p (Sharpe > 1/N's)",
 }
 
 
@@ -74,7 +78,25 @@ def score_runs(runs: dict[str, StrategyRun], config: BacktestConfig) -> pd.DataF
             bootstrap_block=config.bootstrap_block,
             seed=config.seed,
         )
+        if benchmark is not None and name != BENCHMARK:
+            # Ledoit and Wolf (2008): the Sharpe difference against 1/N on the same days, HAC standard error.
+            test = sharpe_difference(returns[name].to_numpy(), benchmark, method="hac")
+            rows[name] |= {"sharpe_vs_equal_weight": test.difference, "p_vs_equal_weight": test.p_greater,
+                           "p_below_equal_weight": test.p_less}  # fmt: skip
     return pd.DataFrame.from_dict(rows, orient="index").sort_values("sharpe", ascending=False)
+
+
+def against_equal_weight(row: pd.Series, alpha: float = 0.05) -> str:
+    """The one rule the report words a strategy against 1/N by: "beats" only when the one-sided
+    Ledoit-Wolf p-value is below ``alpha``."""
+    p_greater, p_less = row.get("p_vs_equal_weight", np.nan), row.get("p_below_equal_weight", np.nan)
+    if not np.isfinite(p_greater):
+        return "cannot be tested against 1/N"
+    if p_greater < alpha:
+        return f"beats 1/N (p = {p_greater:.3f})"
+    if p_less < alpha:
+        return f"trails 1/N (p = {p_less:.3f})"
+    return f"no evidence either way against 1/N (p = {p_greater:.2f} that it is better)"
 
 
 def write_backtest(runs: dict[str, StrategyRun], config: BacktestConfig, out: Path) -> BacktestResult:
@@ -180,6 +202,8 @@ def allocation_section(report: Report, stage: AllocationStage, config: Allocatio
                 "steps": o.timesteps,
                 "validation Sharpe": o.val_sharpe,
                 "deflated Sharpe": o.deflated_sharpe,
+                "test Sharpe over seeds (chosen draw)": seed_spread(o.trials, o.params.get("sample")),
+                "test Sharpe over all trials": seed_spread(o.trials, None),
                 "registered": " ".join(stage.registered[f"{algorithm}-allocator"]),
             }
             for algorithm, o in stage.searches.items()
@@ -187,7 +211,7 @@ def allocation_section(report: Report, stage: AllocationStage, config: Allocatio
     ).set_index("agent")
     trials = pd.concat([o.trials.assign(agent=a.upper()) for a, o in stage.searches.items()], ignore_index=True)
     trial_columns = [c for c in ("agent", "sample", "seed", "lr", "gamma", "n_steps", "ent_coef", "best_val_sharpe",
-                                 "steps_per_s", "status") if c in trials.columns]  # fmt: skip
+                                 "test_sharpe", "steps_per_s", "status") if c in trials.columns]  # fmt: skip
     report.add(
         "Allocation agents",
         f"PPO and SAC (stable-baselines3) trade the {len(env.features)} features {', '.join(env.features)} over a "
@@ -195,7 +219,11 @@ def allocation_section(report: Report, stage: AllocationStage, config: Allocatio
         f"{env.cost_bps:g} bps per unit of turnover; the reward is the log growth of the portfolio's value after "
         "costs. Each trial (one hyperparameter draw, one seed) is a Ray Tune trial that reports its validation "
         "Sharpe after costs with a checkpoint; the chosen checkpoint has the best validation Sharpe of all, and "
-        "its deflated Sharpe counts every checkpoint as a try."
+        "its deflated Sharpe counts every checkpoint as a try. A seed's luck is not skill: every trial's own "
+        "best checkpoint is also walked through the test period, and the table gives the chosen draw's test "
+        "Sharpe as mean +- sd over its seeds (a spread needs at least 5 seeds; the quickstart trains "
+        + ", ".join(f"{a.upper()} {len(getattr(config.agents, a).seeds)}" for a in config.agents.algorithms)
+        + " to keep its time; configs/full.yaml trains 5)."
         + (
             " The observation also carries the forecasters' ensemble forecast per horizon; out-of-sample "
             f"forecasts start with the validation split, so the agents learned on its first "
@@ -208,6 +236,18 @@ def allocation_section(report: Report, stage: AllocationStage, config: Allocatio
         table(trials[trial_columns], floatfmt=".4g", index=False),
     )
     backtest_section(report, stage.backtest, stage.notes, config, run_dir)
+
+
+def seed_spread(trials: pd.DataFrame, sample: int | None) -> str:
+    """Test Sharpe as mean +- sd (n) over the seeds of draw ``sample`` (None: over every trial)."""
+    if "test_sharpe" not in trials:
+        return "n/a"
+    rows = trials if sample is None else trials[trials["sample"] == sample]
+    values = rows["test_sharpe"].dropna().to_numpy()
+    if len(values) == 0:
+        return "n/a"
+    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
+    return f"{values.mean():.2f} +- {sd:.2f} (n={len(values)})"
 
 
 def backtest_section(
@@ -226,12 +266,13 @@ def backtest_section(
         )  # the baselines only
         top = rivals.index[0]
         rival = rivals.iloc[0]["sharpe"]
-        beats = m["sharpe"] > rival
-        within = m["sharpe_ci_low"] <= rival <= m["sharpe_ci_high"]
+        both = result.returns[[agent, top]].dropna()
+        test = sharpe_difference(both[agent].to_numpy(), both[top].to_numpy())
+        word = "beats" if test.p_greater < 0.05 else "trails" if test.p_less < 0.05 else "shows no evidence against"
         verdicts.append(
             f"**{agent.upper()}** Sharpe {m['sharpe']:.2f} (95% interval {m['sharpe_ci_low']:.2f} .. "
-            f"{m['sharpe_ci_high']:.2f}) {'beats' if beats else 'does not beat'} the best baseline, {top} "
-            f"({rival:.2f})" + ("; the difference is inside the interval, so not significant." if within else ".")
+            f"{m['sharpe_ci_high']:.2f}) {word} the best baseline, {top} ({rival:.2f}; Ledoit-Wolf "
+            f"p = {test.p_greater:.3f} that it is better); {against_equal_weight(m)}."
         )
     days = int(result.metrics["days"].iloc[0])
     first, last = result.returns.index[0].date(), result.returns.index[-1].date()
@@ -270,12 +311,10 @@ def served_section(
     lines = []
     for name in rows:
         row = m.loc[name]
-        inside = row["sharpe_ci_low"] <= ew <= row["sharpe_ci_high"]
         lines.append(
             f"**{name}**: Sharpe {row['sharpe']:.2f} ({row['sharpe_ci_low']:.2f} .. "
             f"{row['sharpe_ci_high']:.2f}), {row['annual_return']:.1%} a year, max drawdown "
-            f"{row['max_drawdown']:.1%}; 1/N's Sharpe {ew:.2f} is "
-            + ("inside its interval: no significant difference." if inside else "outside its interval.")
+            f"{row['max_drawdown']:.1%}; against 1/N's {ew:.2f}: {against_equal_weight(row)}."
         )
     report.add(
         "What a client following rayfolio's recommendations would have earned",
