@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ray
 
-from rayfolio.cluster.runtime import local_ray_options
+from rayfolio.cluster.runtime import init_local_ray
 from rayfolio.data.sources import make_source
 from rayfolio.data.splits import SplitConfig, walk_forward
 from rayfolio.data.store import FeatureStore, prepare_feature_store
@@ -55,7 +55,7 @@ def main() -> None:
         # One worker of 0.45 CPU per trial: two trials (two refits) fit beside Ray Data on 2 cores.
         scaling=ScalingOptions(num_workers=1, cpus_per_worker=0.45),
     )
-    ray.init(address="local", include_dashboard=True, log_to_driver=False, **local_ray_options())
+    init_local_ray(include_dashboard=True, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         started = time.perf_counter()

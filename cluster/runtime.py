@@ -36,12 +36,8 @@ def ray_connection(config: RayConfig, address: str | None = None) -> Iterator[No
     shown = ray_output_shown()
     target = address or config.address or os.environ.get("RAY_ADDRESS") or None
     options = {"logging_level": logging.INFO if shown else logging.ERROR, "log_to_driver": shown}
-    if target:
-        context = ray.init(address=target, **options)
-    else:
-        # The dashboard binds 127.0.0.1 unless configured otherwise.
-        context = ray.init(address="local", num_cpus=config.num_cpus, **options, **local_ray_options())
-    os.environ.pop(GCS_PORT_VARIABLE, None)
+    # Locally, the dashboard binds 127.0.0.1 unless configured otherwise.
+    context = ray.init(address=target, **options) if target else init_local_ray(num_cpus=config.num_cpus, **options)
     _ray_data_progress(shown)
     dashboard = getattr(context, "dashboard_url", None)
     where = f"cluster at {target}" if target else "local dev mode"
@@ -52,19 +48,30 @@ def ray_connection(config: RayConfig, address: str | None = None) -> Iterator[No
         ray.shutdown()
 
 
-def local_ray_options() -> dict:
-    """``ray.init(address="local", **local_ray_options())``: a local Ray that its own workers can name.
+def init_local_ray(**options) -> ray.RayContext:
+    """``ray.init(address="local", **options)``: a new local Ray that its own workers can name.
 
     Ray's state API, which Ray Train's placement-group cleaner calls from a worker, finds "the" local
     Ray by scanning for GCS processes; with two local Rays on one machine (two jobs, a job beside a
     test session) it fails, the cleaner dies, and the placement groups of trials that Tune stopped are
-    never freed: the next trial waits for CPUs forever. So the GCS gets a port chosen here, and every
-    worker of this Ray gets its address in ``RAY_ADDRESS`` (the job's runtime environment)."""
+    never freed: the next trial waits for CPUs forever. So the GCS gets a port chosen here, and the
+    node's processes, which inherit this process's environment when ray.init starts them, get its
+    address in ``RAY_ADDRESS`` (``address="local"`` itself ignores the variable); this process's
+    environment is restored afterwards."""
     with socket.socket() as probe:
         probe.bind(("", 0))
         port = probe.getsockname()[1]
-    os.environ[GCS_PORT_VARIABLE] = str(port)  # read once, by the node ray.init starts
-    return {"runtime_env": {"env_vars": {"RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}}
+    pinned = {GCS_PORT_VARIABLE: str(port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
+    saved = {name: os.environ.get(name) for name in pinned}
+    os.environ.update(pinned)
+    try:
+        return ray.init(address="local", **options)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _ray_data_progress(shown: bool) -> None:

@@ -3,8 +3,6 @@ here when this session started it."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
@@ -21,11 +19,9 @@ def ray_session():
         # the next trial can wait forever for CPUs.
         # Named to its own workers: with another local Ray on the machine (a `rayfolio run` a test
         # starts), Train's placement-group cleaner would otherwise fail to find this one.
-        from rayfolio.cluster.runtime import GCS_PORT_VARIABLE, local_ray_options
+        from rayfolio.cluster.runtime import init_local_ray
 
-        ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
-                 object_store_memory=512 << 20, **local_ray_options())  # fmt: skip
-        os.environ.pop(GCS_PORT_VARIABLE, None)
+        init_local_ray(num_cpus=4, include_dashboard=True, log_to_driver=False, object_store_memory=512 << 20)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     yield ray
