@@ -143,7 +143,9 @@ def tiny_run_config(tmp_path: Path, refit_every: int | None = None) -> Path:
             "backtest": {"lookback": 60, "top_k": 2, "bootstrap_samples": 200},
         },
     }  # fmt: skip
-    config["walk_forward"] = {"refit_every": refit_every}
+    # One refit at a time: refits in parallel start many Ray workers at once, and Ray prints its
+    # raylet's warning about that on the driver's stdout (the parallel path: tests/training/test_walk_forward.py).
+    config["walk_forward"] = {"refit_every": refit_every, "parallel": 1}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
