@@ -47,7 +47,13 @@ def load_allocator(settings: ServeSettings, panel: Panel) -> tuple[Proposer, dic
 
 
 def validation_dates(settings: ServeSettings, panel: Panel) -> np.ndarray:
-    """The run's validation date indices: the ensemble's confidence is calibrated on them."""
+    """The validation date indices the ensemble's confidence is calibrated on: the production
+    forecasters' own (their card's calendar: the last walk-forward refit's window, as the backtest's
+    replay calibrates it), else the run's splits."""
+    production = ModelRegistry(settings.registry).production("forecaster")
+    if production:
+        calendar = production[-1].card.calendar
+        return split_indices(panel, PurgedDateSplitter(calendar.splits, purge=calendar.purge), "validation")
     return split_indices(panel, PurgedDateSplitter(settings.splits, purge=max(panel.horizons)), "validation")
 
 
