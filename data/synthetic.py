@@ -19,9 +19,8 @@ AR(1), E[s(t+k) | past] = rho^k s(t): beyond the factors, the expected h-day ret
 is proportional to idio_vol_i * s_i(t), so no forecast from the past ranks assets
 much better than the oracle (a flat trailing window would let a blend of trailing
 returns beat it). Models see it through the trailing returns (``ret_5``, ``ret_20``,
-the EMA ratios ...). ``c`` is calibrated so
-the oracle's mean daily cross-sectional Rank IC with the h-day forward log return
-is ``planted_rank_ic`` (see ``planted_coefficient``).
+the EMA ratios ...). ``c`` is calibrated so that the oracle's mean daily cross-sectional
+Rank IC with the h-day forward log return is ``planted_rank_ic`` (``planted_coefficient``).
 """
 
 from __future__ import annotations
