@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rayfolio.data.conventions import DEFAULT_COST_BPS, TRADING_DAYS_PER_YEAR
-from rayfolio.data.features import FEATURES
+from rayfolio.data.features import FEATURES, feature_catalogue
+from rayfolio.data.relative import RELATIVE_NAMES
 
 Algorithm = Literal["ppo", "sac"]
 
@@ -49,10 +50,14 @@ class EnvConfig(BaseModel):
     def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         # Caught here, when the config is read, rather than as a traceback once the market is built;
         # whether the store holds a feature (atr_14 needs high/low) is checked against the store.
-        known = [f.name for f in FEATURES]
+        known = [f.name for f in feature_catalogue("alpha158")] + list(RELATIVE_NAMES)
         unknown = [name for name in value if name not in known]
         if unknown:
-            raise ValueError(f"unknown feature {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}")
+            basic = ", ".join(f.name for f in FEATURES)
+            raise ValueError(
+                f"unknown feature {', '.join(map(repr, unknown))}; allowed: {basic} (data.features: basic), and with "
+                "data.features: alpha158 also the alpha_* features and " + ", ".join(RELATIVE_NAMES)
+            )
         if not value:
             raise ValueError("at least one feature")
         if len(set(value)) != len(value):
