@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,11 @@ def search_family(
         run_name = f"trial-{tune.get_context().get_trial_id()}"
         run = run_config(run_name, trials_dir, scaling.max_failures, callbacks=[TuneReportCallback()])
         build_trainer(config, data_ref, train_idx, scaling, run).fit()
+
+    # Tune registers a function trainable in the job's registry under its __name__: two searches
+    # running at once in one job (parallel walk-forward refits) would both run whichever "trial"
+    # registered last, on its data. A name per search keeps each on its own closure.
+    trial.__name__ = f"{name}-{uuid.uuid4().hex[:12]}"
 
     space = {
         "lr": tune.loguniform(*search.lr),

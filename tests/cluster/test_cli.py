@@ -228,6 +228,7 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # the quickstart's budget is 10 minutes alone; CI's machine is shared
 def test_main_job_on_the_embedded_default(tmp_path, ray_session, monkeypatch):
     """`make run`: the quickstart on the embedded S&P 500 sample."""
     monkeypatch.chdir(tmp_path)

@@ -31,6 +31,13 @@ def refits(tiny_panel):
 def test_refits_run_in_parallel_and_stitch_into_one_out_of_sample_series(tiny_panel, refits, tmp_path, ray_session):
     results = wf.run_refits(tiny_panel, refits, TINY, tmp_path, parallel=2, retries=0)
     assert [r.refit.index for r in results] == [0, 1]
+    # Each refit's search ran its own trials on its own data: the Train runs of a refit's Tune trials
+    # sit under that refit's directory (two searches at once once shared one registered trainable).
+    for refit in refits:
+        here = wf.refit_dir(tmp_path, refit) / "tune"
+        tune_trials = {p.name.split("_")[1] for p in (here / "lstm-search").iterdir() if p.is_dir()}
+        train_runs = {p.name.split("-")[1].split("_")[0] for p in (here / "lstm-search-trials").glob("trial-*")}
+        assert tune_trials and tune_trials == train_runs
     stitched = wf.stitch(results)
     t, scores = stitched["lstm"]["test"]
     expected = np.concatenate([tiny_panel.date_index(r.splitter.split_dates(tiny_panel.dates)["test"]) for r in refits])
