@@ -44,7 +44,7 @@ def significance_table(
         for name, ic in series.items():
             test = newey_west_mean(ic, lag=horizon - 1)
             row = {"model": name, "horizon": horizon, "rank_ic": test.mean, "t (NW)": test.t,
-                   "p (IC > 0)": test.p_greater, "verdict": verdict(test), "days": test.n}  # fmt: skip
+                   "p (IC > 0)": test.p_greater, "vs 0": verdict(test), "days": test.n}  # fmt: skip
             for baseline in baselines:
                 if baseline in series and baseline != name:
                     paired = paired_difference(ic, _aligned(scored, name, baseline, split, panel, h), horizon - 1)

@@ -46,7 +46,7 @@ def test_every_rank_ic_carries_its_newey_west_test_and_paired_tests(scored):
         assert row["p (IC > 0)"] == pytest.approx(expected.p_greater)
         ridge = daily_rank_ic(by_model["ridge"]["test"][1][..., h], panel.labels[t][..., h])
         assert row["p (> ridge)"] == pytest.approx(paired_difference(ic, ridge, horizon - 1).p_greater)
-        assert row["verdict"] == "beats" and row["vs ridge"] == "beats" and row["vs momentum_12_1"] == "beats"
+        assert row["vs 0"] == "beats" and row["vs ridge"] == "beats" and row["vs momentum_12_1"] == "beats"
     assert (table.xs("coin", level="model")["vs ridge"] != "beats").all()
     assert np.isnan(table.loc[("ridge", 5), "p (> ridge)"])  # not tested against itself
 
