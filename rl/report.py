@@ -246,8 +246,9 @@ def seed_spread(trials: pd.DataFrame, sample: int | None) -> str:
     values = rows["test_sharpe"].dropna().to_numpy()
     if len(values) == 0:
         return "n/a"
-    sd = values.std(ddof=1) if len(values) > 1 else float("nan")
-    return f"{values.mean():.2f} +- {sd:.2f} (n={len(values)})"
+    if len(values) == 1:
+        return f"{values[0]:.2f} (one seed: no spread)"
+    return f"{values.mean():.2f} +- {values.std(ddof=1):.2f} (n={len(values)})"
 
 
 def backtest_section(
