@@ -3,6 +3,8 @@ refit retried from the searches it had finished."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,13 +33,15 @@ def refits(tiny_panel):
 def test_refits_run_in_parallel_and_stitch_into_one_out_of_sample_series(tiny_panel, refits, tmp_path, ray_session):
     results = wf.run_refits(tiny_panel, refits, TINY, tmp_path, parallel=2, retries=0)
     assert [r.refit.index for r in results] == [0, 1]
-    # Each refit's search ran its own trials on its own data: the Train runs of a refit's Tune trials
-    # sit under that refit's directory (two searches at once once shared one registered trainable).
-    for refit in refits:
-        here = wf.refit_dir(tmp_path, refit) / "tune"
-        tune_trials = {p.name.split("_")[1] for p in (here / "lstm-search").iterdir() if p.is_dir()}
-        train_runs = {p.name.split("-")[1].split("_")[0] for p in (here / "lstm-search-trials").glob("trial-*")}
-        assert tune_trials and tune_trials == train_runs
+    # Each refit's search trained on its own data: its Train runs sit under its own directory, no run is
+    # shared, and the chosen checkpoint is its own (two searches at once once shared one registered
+    # trainable, so one refit's trials ran on the other's data).
+    runs = {}
+    for refit, result in zip(refits, results, strict=True):
+        here = wf.refit_dir(tmp_path, refit)
+        runs[refit.index] = {p.name for p in (here / "tune" / "lstm-search-trials").glob("trial-*")}
+        assert Path(result.searches["lstm"].best.checkpoint).is_relative_to(here)
+    assert runs[0] and runs[1] and not runs[0] & runs[1]
     stitched = wf.stitch(results)
     t, scores = stitched["lstm"]["test"]
     expected = np.concatenate([tiny_panel.date_index(r.splitter.split_dates(tiny_panel.dates)["test"]) for r in refits])
