@@ -12,9 +12,10 @@ from rayfolio.rl.stage import ServedFactory
 from rayfolio.serving.replay import replay_pipeline, served_strategies
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.settings import SettingsError, read_serve_config
-from rayfolio.training.ensemble import ForecastEnsemble, WalkForwardEnsemble, load_forecasters, split_indices
+from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters, split_indices
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
+from rayfolio.training.walk_forward_ensemble import WalkForwardEnsemble
 
 
 def serve_config_path(config: RunConfig) -> Path:

@@ -332,58 +332,9 @@ class ForecastEnsemble:
         return np.array(means), np.array(spreads)
 
 
-class WalkForwardEnsemble:
-    """The walk-forward's ensembles as one: the forecast at date index t is made by the ensemble of the
-    latest refit whose out-of-sample segment starts at or before t (dates before the first segment: the
-    first refit's, which never saw them), each calibrated on its own validation window. It answers
-    what a ``ForecastEnsemble`` answers; ``forecasters`` and the rest describe the last refit, the one
-    the service runs now."""
-
-    def __init__(self, segments: list[tuple[int, ForecastEnsemble]]) -> None:
-        """``segments``: (first date index of the refit's segment, its ensemble), in time order."""
-        if not segments:
-            raise ValueError("a walk-forward ensemble needs at least one refit")
-        self.starts = np.array([start for start, _ in segments])
-        self.ensembles = [ensemble for _, ensemble in segments]
-        last = self.ensembles[-1]
-        self.panel, self.forecasters, self.weights, self.ic = last.panel, last.forecasters, last.weights, last.ic
-        self.calibration = last.calibration
-
-    def for_date(self, t: int) -> ForecastEnsemble:
-        return self.ensembles[max(0, int(np.searchsorted(self.starts, t, side="right")) - 1)]
-
-    @property
-    def min_history(self) -> int:
-        return max(e.min_history for e in self.ensembles)
-
-    def member_scores(self, t: int) -> np.ndarray:
-        return self.for_date(t).member_scores(t)
-
-    def _combine(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.for_date(t)._combine(t)
-
-    def _trailing(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.for_date(t)._trailing(t)
-
-    def confidence(self, t: int, agreement: np.ndarray) -> np.ndarray:
-        return self.for_date(t).confidence(t, agreement)
-
-    def forecast(self, t: int) -> EnsembleForecast:
-        return self.for_date(t).forecast(t)
-
-    def forecast_many(self, ts: list[int]) -> list[EnsembleForecast]:
-        return [self.forecast(int(t)) for t in ts]
-
-    def z_panel(self, ts: np.ndarray) -> np.ndarray:
-        out = np.full((len(self.panel.dates), len(self.panel.symbols), len(self.panel.horizons)), np.nan)
-        for t in np.asarray(ts).tolist():
-            if t >= self.min_history - 1:
-                out[t] = self._combine(t)[0]
-        return out
-
-
-def reliability_table(ensemble: ForecastEnsemble | WalkForwardEnsemble, ts: np.ndarray, horizon: int) -> pd.DataFrame:
-    """Calibration checked out of sample: on date indices ``ts`` (the test period), per confidence
+def reliability_table(ensemble: ForecastEnsemble, ts: np.ndarray, horizon: int) -> pd.DataFrame:
+    """Calibration checked out of sample (``ensemble``: a ``ForecastEnsemble`` or anything that answers
+    like one, e.g. the walk-forward's): on date indices ``ts`` (the test period), per confidence
     level the ensemble gave (one per agreement bucket), the forecasts' count, the mean confidence
     and the realised hit rate of their direction against the cross-section's median."""
     if ensemble.calibration is None:

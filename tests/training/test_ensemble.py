@@ -212,7 +212,8 @@ def test_a_member_registered_with_several_seeds_loads_them_all(panel, tmp_path):
 
 
 def test_walk_forward_ensemble_forecasts_each_date_with_the_refit_that_owned_it(panel):
-    from rayfolio.training.ensemble import WalkForwardEnsemble, reliability_table
+    from rayfolio.training.ensemble import reliability_table
+    from rayfolio.training.walk_forward_ensemble import WalkForwardEnsemble
 
     early = ForecastEnsemble([forecaster("a", panel, [0.03, 0.02], 0)], panel, np.arange(200, 260))
     late = ForecastEnsemble([forecaster("a", panel, [0.03, 0.02], 7)], panel, np.arange(260, 300))
