@@ -1,0 +1,8 @@
+"""``rayfolio monitor drift``."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("drift", help="(being built)")
+    parser.set_defaults(func=lambda args: 2)
