@@ -40,7 +40,7 @@ from rayfolio.training.ensemble import reliability_table, split_indices
 from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry
 from rayfolio.training.report import confidence_section, forecast_section, rank_ic_on_test
-from rayfolio.training.stage import run_forecasters
+from rayfolio.training.stage import LastRefitStage, run_forecasters
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +52,46 @@ def _stage(number: int, name: str, what: str) -> float:
     return time.perf_counter()
 
 
-def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Path | None = None) -> Path:
-    """Run every stage on ``config``; returns the path of the written report."""
+def run_main_job(
+    config: RunConfig,
+    *,
+    address: str | None = None,
+    store_dir: Path | None = None,
+    existing_store: Path | None = None,
+    stage: LastRefitStage = "auto",
+) -> Path:
+    """Run every stage on ``config``; returns the path of the written report. ``existing_store``: train on
+    that published store (checksums verified) instead of building one; ``stage``: where the last refit's
+    forecasters are registered ("staging": a retraining for review, never production)."""
     run_dir = config.run_dir.resolve()
-    store_dir = config.store_dir(store_dir)
-    source = make_source(config.data.source, config.data.synthetic.to_config())
     # Mistakes a user can make are refused here, in seconds, before Ray starts.
-    validate_before_ray(source)
-    features = available_features(source.value_columns, config.data.features)
-    relative = RELATIVE_NAMES if config.data.features == "alpha158" else ()
-    check_env_features(config, [*(f.name for f in features), *relative], f"'{source.name}'")
+    if existing_store is None:
+        store_dir = config.store_dir(store_dir)
+        source = make_source(config.data.source, config.data.synthetic.to_config())
+        validate_before_ray(source)
+        features = available_features(source.value_columns, config.data.features)
+        relative = RELATIVE_NAMES if config.data.features == "alpha158" else ()
+        check_env_features(config, [*(f.name for f in features), *relative], f"'{source.name}'")
+    else:
+        store = FeatureStore(existing_store.resolve())
+        store.verify()
+        store_dir = store.path
+        check_env_features(config, [*store.feature_names, *store.cross_sectional_feature_names], str(store_dir))
     check_index_file(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with ray_connection(config.ray, address):
-        t0 = _stage(1, "data", f"feature store from '{config.data.source}' on Ray Data")
-        summary = prepare_feature_store(source, store_dir, config.data.horizons, feature_set=config.data.features,
-                                        label_lag=config.data.label_lag)  # fmt: skip
-        store = FeatureStore(store_dir)
+        if existing_store is None:
+            t0 = _stage(1, "data", f"feature store from '{config.data.source}' on Ray Data")
+            summary = prepare_feature_store(source, store_dir, config.data.horizons, feature_set=config.data.features,
+                                            label_lag=config.data.label_lag)  # fmt: skip
+            store = FeatureStore(store_dir)
+        else:
+            t0 = _stage(1, "data", f"the existing feature store {store_dir} (not rebuilt)")
+            summary = store.summary()
         # A label at t reaches t + lag + h: that many trading days are purged before each boundary.
-        splitter = PurgedDateSplitter(config.splits, purge=max(config.data.horizons) + config.data.label_lag)
+        splitter = PurgedDateSplitter(config.splits, purge=max(store.horizons) + store.label_lag)
         overview = data_overview(store, splitter, run_dir / "plots")
         timings["data"] = time.perf_counter() - t0
         logger.info("\n".join(summary.lines()))
@@ -80,7 +99,7 @@ def run_main_job(config: RunConfig, *, address: str | None = None, store_dir: Pa
 
         t0 = _stage(2, "forecasters", f"{', '.join(config.forecasters.families)} on Ray Tune + Ray Train, baselines")
         registry = ModelRegistry(config.registry_root())
-        forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry, config.walk_forward)
+        forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry, config.walk_forward, stage)
         timings["forecasters"] = time.perf_counter() - t0
         logger.info(table(rank_ic_on_test(forecasts), floatfmt=".4f"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,10 @@ from rayfolio.training.tune import SearchOutcome
 from rayfolio.training.walk_forward import RefitResult, run_refits, stitch
 
 logger = logging.getLogger(__name__)
+
+# Where the last refit's models go: "auto" (production if a model has none yet, else staging) or
+# "staging" (a retraining for review: never production, whatever the registry holds).
+LastRefitStage = Literal["auto", "staging"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,10 @@ def run_forecasters(
     run_dir: Path,
     registry: ModelRegistry,
     schedule: WalkForwardConfig | None = None,
+    stage: LastRefitStage = "auto",
 ) -> ForecastStage:
     """The walk-forward of ``schedule`` (None: one refit on ``splitter``): every refit on Ray, its
-    models registered (the last refit's as candidates for production, earlier ones for the record),
+    models registered (the last refit's at ``stage``, earlier ones for the record, without a stage),
     the out-of-sample segments stitched and measured as one series."""
     schedule = schedule or WalkForwardConfig()
     panel = Panel.from_store(store)
@@ -80,7 +86,7 @@ def run_forecasters(
         registered = {
             forecaster_name(family): _register(registry, panel, calendar, result, family,
                                                refit_metrics[refit_metrics.model == family],
-                                               stage="auto" if last else None, history=history[family])
+                                               stage=stage if last else None, history=history[family])
             for family in result.searches
         }  # fmt: skip
         for family in result.searches:
