@@ -20,10 +20,21 @@ from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 
 class SymbolData:
     """One symbol's price arrays, plus intermediates several features share
-    (vol_20, the MACD lines, Alpha158's window statistics) computed once per symbol."""
+    (vol_20, the MACD lines, Alpha158's window statistics) computed once per symbol.
 
-    def __init__(self, prices: Mapping[str, np.ndarray]) -> None:
+    The recursive indicators (EMA, Wilder's averages, OBV: each value depends on
+    every row before it) go through ``recursive``, which records each running
+    series so the store can keep its tail as the symbol's state. An append builds
+    ``SymbolData`` over the stored tail plus the new rows with ``resume``: the tail
+    rows of each running series come from the state and only the new rows are
+    computed, continued from the last stored value, so they equal a full rebuild's.
+    Windowed features need no state: their windows fit inside the tail.
+    """
+
+    def __init__(self, prices: Mapping[str, np.ndarray], resume: Resume | None = None) -> None:
         self.prices = prices
+        self.resume = resume
+        self.running: dict[str, np.ndarray] = {}  # recursion name -> series of shape (T,)
         self._memo: dict[tuple, Any] = {}
 
     def __getitem__(self, column: str) -> np.ndarray:
@@ -32,14 +43,57 @@ class SymbolData:
     def vol(self, w: int) -> np.ndarray:
         return self.memo(("vol", w), lambda: ind.realized_vol(self.prices["close"], w))
 
+    def ema(self, w: int) -> np.ndarray:
+        return self.recursive(f"ema(close,{w})", self.prices["close"], lambda x, prev: ind.ema(x, w, prev=prev))
+
     def macd(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.memo(("macd",), lambda: ind.macd(self.prices["close"]))
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            line = self.ema(12) - self.ema(26)
+            return line, self.recursive("ema(macd,9)", line, lambda x, prev: ind.ema(x, 9, prev=prev))
+
+        return self.memo(("macd",), compute)
+
+    def rsi(self, n: int) -> np.ndarray:
+        gains, losses = ind.gains_losses(self.prices["close"])
+        gain = self.recursive(f"wilder(gain,{n})", gains, lambda x, prev: ind.wilder_smooth(x, n, 1, prev=prev))
+        loss = self.recursive(f"wilder(loss,{n})", losses, lambda x, prev: ind.wilder_smooth(x, n, 1, prev=prev))
+        return ind.rsi_from_averages(gain, loss)
+
+    def atr(self, n: int) -> np.ndarray:
+        ranges = ind.true_range(self.prices["high"], self.prices["low"], self.prices["close"])
+        return self.recursive(f"wilder(true_range,{n})", ranges, lambda x, prev: ind.wilder_smooth(x, n, prev=prev))
+
+    def obv(self) -> np.ndarray:
+        flow = ind.obv_flow(self.prices["close"], self.prices["volume"])
+        return self.recursive("obv", flow, ind.running_sum)
+
+    def recursive(self, name: str, x: np.ndarray, run: Callable[[np.ndarray, float | None], np.ndarray]) -> np.ndarray:
+        """The running series ``run(x, prev)`` over every row (``prev`` None: from the first row).
+
+        Resumed: the stored tail's rows as they were, then ``run`` over the new rows from the
+        last stored value.
+        """
+        if name not in self.running:
+            if self.resume is None:
+                series = run(x, None)
+            else:
+                stored = self.resume.running[name]
+                series = np.concatenate([stored, run(x[len(stored) :], float(stored[-1]))])
+            self.running[name] = series
+        return self.running[name]
 
     def memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per symbol and ``key``: the value several features read."""
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A symbol's stored running series over its tail rows (each of shape (L,)), by recursion name."""
+
+    running: Mapping[str, np.ndarray]
 
 
 Columns = SymbolData
@@ -87,7 +141,7 @@ def _ema_ratio(w: int) -> FeatureDef:
         f"ema_ratio_{w}",
         f"close / EMA{w}(close) - 1 (span {w}, adjust=False, NaN for the first {w - 1} rows)",
         ("close",),
-        lambda c: c["close"] / ind.ema(c["close"], w) - 1.0,
+        lambda c: c["close"] / c.ema(w) - 1.0,
         w - 1,
     )
 
@@ -117,7 +171,7 @@ FEATURES: tuple[FeatureDef, ...] = (
         "rsi_14",
         "Wilder's RSI over 14 changes (seeded with their simple average), 0..100",
         ("close",),
-        lambda c: ind.rsi(c["close"], 14),
+        lambda c: c.rsi(14),
         14,
     ),
     FeatureDef("macd", "EMA12(close) - EMA26(close) (adjust=False)", ("close",), _macd_line, 25),
@@ -154,14 +208,14 @@ FEATURES: tuple[FeatureDef, ...] = (
         "atr_14",
         "Wilder's average true range over 14 days, seeded with the mean of the first 14",
         ("high", "low", "close"),
-        lambda c: ind.atr(c["high"], c["low"], c["close"], 14),
+        lambda c: c.atr(14),
         13,
     ),
     FeatureDef(
         "obv",
         "on-balance volume: cumulative +volume on up days, -volume on down days",
         ("close", "volume"),
-        lambda c: ind.obv(c["close"], c["volume"]),
+        lambda c: c.obv(),
         0,
     ),
     FeatureDef(
@@ -218,7 +272,18 @@ def available_features(columns: set[str] | frozenset[str], feature_set: FeatureS
 def compute_symbol_features(
     cols: Mapping[str, np.ndarray], features: tuple[FeatureDef, ...], horizons: tuple[int, ...], label_lag: int = 0
 ) -> dict[str, np.ndarray]:
-    """Features and labels for one symbol.
+    """Features and labels for one symbol (``symbol_rows`` without the running series)."""
+    return symbol_rows(cols, features, horizons, label_lag)[0]
+
+
+def symbol_rows(
+    cols: Mapping[str, np.ndarray],
+    features: tuple[FeatureDef, ...],
+    horizons: tuple[int, ...],
+    label_lag: int = 0,
+    resume: Resume | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Features and labels for one symbol, and its recursive indicators' running series.
 
     Parameters
     ----------
@@ -228,14 +293,17 @@ def compute_symbol_features(
     label_lag : int
         Trading days between t and the label's entry: the label at t is
         log(close[t+lag+h] / close[t+lag]).
+    resume : the running series over the first L rows (an append: ``cols`` is the stored
+        tail of L rows followed by the new ones), or None to compute every row.
 
     Returns
     -------
-    dict of arrays of shape (T,): ``date``, ``symbol``, one float64 column per
-    feature and one ``label_fwd_<h>d`` per horizon.
+    (rows, running): ``rows`` holds arrays of shape (T,): ``date``, ``symbol``, one float64
+    column per feature and one ``label_fwd_<h>d`` per horizon; ``running`` the recursive
+    series of shape (T,) by name (see ``SymbolData.recursive``).
     """
     prices = {k: np.asarray(cols[k], dtype=np.float64) for k in ("open", "high", "low", "close", "volume") if k in cols}
-    data = SymbolData(prices)
+    data = SymbolData(prices, resume)
     out: dict[str, np.ndarray] = {"date": np.asarray(cols["date"]), "symbol": np.asarray(cols["symbol"])}
     if "sector" in cols:
         out["sector"] = np.asarray(cols["sector"])
@@ -244,4 +312,4 @@ def compute_symbol_features(
             out[feature.name] = feature.compute(data)
         for h in horizons:
             out[label_name(h)] = ind.forward_log_return(prices["close"], h, label_lag)
-    return out
+    return out, data.running

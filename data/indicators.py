@@ -76,14 +76,27 @@ def rolling_std(x: np.ndarray, w: int, ddof: int = 1) -> np.ndarray:
     return out
 
 
-def ema(x: np.ndarray, span: int, min_periods: int | None = None) -> np.ndarray:
+def ema(x: np.ndarray, span: int, min_periods: int | None = None, *, prev: float | None = None) -> np.ndarray:
     """Exponential moving average, ``pandas.ewm(span, adjust=False)``.
 
     Starts at the first finite value of ``x`` (leading NaNs are skipped) and is
-    NaN until ``min_periods`` (default ``span``) values have been seen.
+    NaN until ``min_periods`` (default ``span``) values have been seen. With
+    ``prev`` (the average at the row before ``x[0]``) it continues a series that
+    is past its warm-up: an append computes only its new rows.
     """
     alpha = 2.0 / (span + 1.0)
+    if prev is not None:
+        return _continue_smooth(x, alpha, prev)
     return _exp_smooth(x, alpha, span if min_periods is None else min_periods)
+
+
+def _continue_smooth(x: np.ndarray, alpha: float, prev: float) -> np.ndarray:
+    """y[t] = alpha x[t] + (1 - alpha) y[t-1] from y[-1] = ``prev``: the same filter step
+    as the full series takes at that row, so the continuation matches it."""
+    if len(x) == 0:
+        return _nan_like(x)
+    out, _ = lfilter([alpha], [1.0, alpha - 1.0], x, zi=[(1.0 - alpha) * prev])
+    return out
 
 
 def _exp_smooth(x: np.ndarray, alpha: float, min_periods: int) -> np.ndarray:
@@ -100,8 +113,13 @@ def _exp_smooth(x: np.ndarray, alpha: float, min_periods: int) -> np.ndarray:
     return out
 
 
-def wilder_smooth(x: np.ndarray, n: int, first: int = 0) -> np.ndarray:
-    """Wilder's running average: seed = mean(x[first:first+n]), then alpha = 1/n."""
+def wilder_smooth(x: np.ndarray, n: int, first: int = 0, *, prev: float | None = None) -> np.ndarray:
+    """Wilder's running average: seed = mean(x[first:first+n]), then alpha = 1/n.
+
+    With ``prev`` (the average at the row before ``x[0]``) it continues a seeded series.
+    """
+    if prev is not None:
+        return _continue_smooth(x, 1.0 / n, prev)
     out = _nan_like(x)
     seed_at = first + n - 1
     if len(x) <= seed_at:
@@ -115,11 +133,20 @@ def wilder_smooth(x: np.ndarray, n: int, first: int = 0) -> np.ndarray:
     return out
 
 
+def gains_losses(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row price rise and fall (each >= 0; the first row's are 0: no change is known)."""
+    change = np.diff(close, prepend=close[:1])
+    return np.where(change > 0, change, 0.0), np.where(change < 0, -change, 0.0)
+
+
 def rsi(close: np.ndarray, n: int = 14) -> np.ndarray:
     """Wilder's RSI in [0, 100]; first value at index n (needs n price changes)."""
-    change = np.diff(close, prepend=np.nan)  # change[0] is undefined
-    gain = wilder_smooth(np.where(change > 0, change, 0.0), n, first=1)
-    loss = wilder_smooth(np.where(change < 0, -change, 0.0), n, first=1)
+    gains, losses = gains_losses(close)
+    return rsi_from_averages(wilder_smooth(gains, n, first=1), wilder_smooth(losses, n, first=1))
+
+
+def rsi_from_averages(gain: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """RSI from Wilder's average gain and loss."""
     total = gain + loss
     # 100 * g / (g + l) is 100 - 100 / (1 + g/l) without dividing by a zero loss;
     # a window with no change at all is neutral (50).
@@ -199,9 +226,22 @@ def obv(close: np.ndarray, volume: np.ndarray) -> np.ndarray:
 
     Starts at the first day's volume (TA-Lib's convention).
     """
+    return running_sum(obv_flow(close, volume))
+
+
+def obv_flow(close: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    """Each day's signed volume: +volume up, -volume down, 0 flat; +volume on the first day."""
     direction = np.sign(np.diff(close, prepend=close[:1]))
     direction[0] = 1.0
-    return np.cumsum(direction * volume)
+    return direction * volume
+
+
+def running_sum(x: np.ndarray, prev: float | None = None) -> np.ndarray:
+    """Cumulative sum, continued from ``prev`` (the sum at the row before ``x[0]``) when given:
+    summed in the same order as the full series, so the continuation matches it bit for bit."""
+    if prev is None:
+        return np.cumsum(x)
+    return np.cumsum(np.concatenate(([prev], x)))[1:]
 
 
 def volume_ratio(volume: np.ndarray, w: int = 20) -> np.ndarray:

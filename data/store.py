@@ -25,10 +25,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from rayfolio.data.features import FeatureSet, available_features, label_definition, label_name
 from rayfolio.data.relative import RELATIVE_NAMES
 from rayfolio.data.schema import PanelValidationError
+from rayfolio.data.state import RUNNING, tail_rows, write_table_atomic
 
 if TYPE_CHECKING:  # reading a store needs neither Ray Data nor the sources (a serving replica only reads)
     import ray.data
@@ -36,8 +38,9 @@ if TYPE_CHECKING:  # reading a store needs neither Ray Data nor the sources (a s
     from rayfolio.data.sources import PanelSource
 
 MANIFEST = "manifest.json"
+STATE_DIR = "state"
 STORE_FORMAT = "rayfolio-feature-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-symbol state, label patches and appends (version 1 stores still read)
 
 
 class FeatureStoreError(RuntimeError):
@@ -90,9 +93,12 @@ def prepare_feature_store(
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:8]}"
+    state_parts = target.parent / f".{target.name}.state-{uuid.uuid4().hex[:8]}"  # one file per symbol
     try:
         try:
-            dataset = build_feature_dataset(source, horizons, feature_set=feature_set, label_lag=label_lag)
+            dataset = build_feature_dataset(
+                source, horizons, feature_set=feature_set, label_lag=label_lag, state_dir=str(state_parts)
+            )
             dataset.write_parquet(str(staging))
         except ray.exceptions.RayTaskError as err:
             # Refused input surfaces inside Ray's task error; hand back the
@@ -100,12 +106,29 @@ def prepare_feature_store(
             if isinstance(err.cause, PanelValidationError):
                 raise err.cause from None
             raise
-        manifest = _manifest(source, staging, horizons, feature_set, label_lag)
+        state = _gather_state(state_parts, staging, version=1)
+        manifest = _manifest(source, staging, horizons, feature_set, label_lag, state)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _publish(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(state_parts, ignore_errors=True)
     return FeatureStore(target).summary()
+
+
+def _gather_state(parts: Path, store: Path, version: int) -> dict:
+    """The per-symbol state files the build wrote, as one table in the store; its manifest entry."""
+    table = pa.concat_tables(pq.read_table(p) for p in sorted(parts.glob("*.parquet")))
+    return write_state(table.sort_by([("symbol", "ascending"), ("date", "ascending")]), store, version)
+
+
+def write_state(table: pa.Table, store: Path, version: int) -> dict:
+    """Write a store version's state table under ``state/``; its manifest entry."""
+    name = f"{STATE_DIR}/state-v{version:04d}-{uuid.uuid4().hex[:8]}.parquet"
+    (store / STATE_DIR).mkdir(exist_ok=True)
+    write_table_atomic(table, store / name)
+    running = sorted(c[len(RUNNING) :] for c in table.column_names if c.startswith(RUNNING))
+    return {"file": name, "sha256": sha256_file(store / name), "running": running}
 
 
 def _check_target(target: Path) -> None:
@@ -134,7 +157,7 @@ def _publish(staging: Path, target: Path) -> None:
 
 
 def _manifest(
-    source: PanelSource, staging: Path, horizons: tuple[int, ...], feature_set: FeatureSet, label_lag: int
+    source: PanelSource, staging: Path, horizons: tuple[int, ...], feature_set: FeatureSet, label_lag: int, state: dict
 ) -> dict:
     from rayfolio.data.sources import FileSource
 
@@ -146,6 +169,7 @@ def _manifest(
     return {
         "format": STORE_FORMAT,
         "format_version": FORMAT_VERSION,
+        "version": 1,  # the store's own version: each append adds one
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "code_version": _code_version(),
         "source": {
@@ -174,6 +198,11 @@ def _manifest(
             + " (trading days)"
         ),
         "files": {p.name: sha256_file(p) for p in parts},
+        # Appends (data/append.py): each symbol's tail state, the label patches of old rows in
+        # order (a later patch wins), and one entry per append.
+        "state": {**state, "tail_rows": tail_rows(features, horizons, label_lag)},
+        "label_patches": [],
+        "appends": [],
     }
 
 
@@ -201,6 +230,21 @@ def _code_version() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"rayfolio": version, "git_commit": commit}
+
+
+def patch_labels(frame: pd.DataFrame, patches: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame`` with the label values of ``patches`` on the rows they name (same date and symbol)."""
+    labels = [c for c in frame.columns if c.startswith("label_fwd_")]
+    if patches is None or patches.empty or not labels:
+        return frame
+    rows = pd.MultiIndex.from_frame(frame[["date", "symbol"]])
+    at = rows.get_indexer(pd.MultiIndex.from_frame(patches[["date", "symbol"]]))
+    found = at >= 0  # a patch row outside the rows read (a date filter) changes nothing
+    for label in labels:
+        values = frame[label].to_numpy(copy=True)
+        values[at[found]] = patches[label].to_numpy()[found]
+        frame[label] = values
+    return frame
 
 
 class FeatureStore:
@@ -243,12 +287,34 @@ class FeatureStore:
         """Trading days between a label's date and its entry (0 for stores written before the lag existed)."""
         return self.manifest.get("label_lag", 0)
 
+    @property
+    def version(self) -> int:
+        """1 for a fresh build; each append adds one."""
+        return self.manifest.get("version", 1)
+
+    @property
+    def state_path(self) -> Path | None:
+        """The per-symbol state table (None for stores built before appends existed)."""
+        state = self.manifest.get("state")
+        return self.path / state["file"] if state else None
+
     def _parts(self) -> list[str]:
         return [str(self.path / name) for name in sorted(self.manifest["files"])]
 
+    def _patches(self) -> list[Path]:
+        return [self.path / patch["file"] for patch in self.manifest.get("label_patches", [])]
+
+    def checksums(self) -> dict[str, str]:
+        """Every file the store reads (parts, label patches, state) -> its sha256 in the manifest."""
+        files = dict(self.manifest["files"])
+        files |= {patch["file"]: patch["sha256"] for patch in self.manifest.get("label_patches", [])}
+        if state := self.manifest.get("state"):
+            files[state["file"]] = state["sha256"]
+        return files
+
     def verify(self) -> None:
-        """Refuse a store whose parts do not match the manifest's checksums."""
-        for name, expected in self.manifest["files"].items():
+        """Refuse a store whose files do not match the manifest's checksums."""
+        for name, expected in self.checksums().items():
             part = self.path / name
             if not part.is_file():
                 raise FeatureStoreError(f"{part}: listed in {MANIFEST} but missing")
@@ -269,13 +335,32 @@ class FeatureStore:
         keep = None if columns is None else ["date", "symbol", *(c for c in columns if c not in ("date", "symbol"))]
         frame = data.to_table(columns=keep, filter=condition).to_pandas()
         frame["date"] = pd.to_datetime(frame["date"])
-        return frame.sort_values(["date", "symbol"], ignore_index=True)
+        frame = frame.sort_values(["date", "symbol"], ignore_index=True)
+        return patch_labels(frame, self.label_patches(condition))
+
+    def label_patches(self, condition: pc.Expression | None = None) -> pd.DataFrame | None:
+        """The labels appends completed on old rows (``date, symbol, label_fwd_<h>d``), the latest
+        patch of each row only; None when the store has none."""
+        if not (patches := self._patches()):
+            return None
+        table = pa.concat_tables(pads.dataset(str(p), format="parquet").to_table(filter=condition) for p in patches)
+        frame = table.to_pandas()
+        frame["date"] = pd.to_datetime(frame["date"])
+        return frame.drop_duplicates(["date", "symbol"], keep="last")
 
     def dataset(self) -> ray.data.Dataset:
         """The rows as a Ray Dataset (for training workers' shards)."""
         import ray.data
 
-        return ray.data.read_parquet(self._parts())
+        rows = ray.data.read_parquet(self._parts())
+        if (patches := self.label_patches()) is None:
+            return rows
+
+        def patched(batch: pd.DataFrame) -> pd.DataFrame:
+            batch["date"] = pd.to_datetime(batch["date"])
+            return patch_labels(batch, patches)
+
+        return rows.map_batches(patched, batch_format="pandas")
 
     def summary(self) -> StoreSummary:
         m = self.manifest

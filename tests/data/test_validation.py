@@ -158,11 +158,11 @@ def test_refused_input_leaves_previous_store_intact(tmp_path, ray_session):
     good = write_csv(small_panel(n_assets=2, n_days=40), tmp_path / "good" / "p.csv")
     out = tmp_path / "store"
     prepare_feature_store(file_source(str(good)), out, (5,))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     bad = csv_with(tmp_path, GOOD[0], "2020-01-03,AAA,10.5,11.5,10,11,-5")
     with pytest.raises(PanelValidationError):
         prepare_feature_store(file_source(str(bad)), out, (5,))
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_refuses_to_overwrite_a_directory_that_is_not_a_store(tmp_path, ray_session):
