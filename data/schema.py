@@ -243,7 +243,7 @@ def check_values(cols: dict[str, np.ndarray], rows: _Rows, *, wide: bool = False
             if column in cols:
                 x = cols[column]
                 if (i := _first((x < low - slack) | (x > high + slack))) is not None:
-                    fail(i, column, f"{column} must lie within [low, high] = [{low[i]!r}, {high[i]!r}]")
+                    fail(i, column, f"{column} must lie within [low, high] = [{float(low[i])!r}, {float(high[i])!r}]")
 
 
 def first_duplicate(dates: np.ndarray, symbols: np.ndarray) -> tuple[int, int] | None:

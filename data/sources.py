@@ -12,11 +12,12 @@ panel in this process.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 
@@ -52,6 +53,41 @@ PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 
 
 @dataclass(frozen=True)
+class DateWindow:
+    """Only the rows dated ``start <= date <= end`` of a source (either bound open when None):
+    a store built up to a date, the bars after it appended later."""
+
+    start: dt.date | None = None
+    end: dt.date | None = None
+
+    def keep(self, table: pa.Table) -> pa.Table:
+        if self.start is None and self.end is None:
+            return table
+        dates = table.column("date")
+        mask = pc.greater_equal(dates, pa.scalar(self.start, pa.date32())) if self.start else None
+        if self.end is not None:
+            upper = pc.less_equal(dates, pa.scalar(self.end, pa.date32()))
+            mask = upper if mask is None else pc.and_(mask, upper)
+        return table.filter(mask)
+
+    def __str__(self) -> str:
+        if self.start is None and self.end is None:
+            return ""
+        return f"dates {self.start or '...'}..{self.end or '...'}"
+
+
+def within(source: PanelSource, start: dt.date | None = None, end: dt.date | None = None) -> PanelSource:
+    """``source`` restricted to the dates ``start..end`` (every row is still validated)."""
+    if start is not None and end is not None and start > end:
+        raise PanelValidationError(Location(source.name), f"date window {start}..{end} is empty (start after end)")
+    return replace(source, window=DateWindow(start, end))
+
+
+def _windowed_hash(content: str, window: DateWindow) -> str:
+    return content if not str(window) else hashlib.sha256(f"{content} {window}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class PanelFile:
     path: str  # path inside the filesystem
     display: str  # what error messages call it (the path or URI the user gave)
@@ -66,6 +102,7 @@ class FileSource:
     files: tuple[PanelFile, ...]
     filesystem: pafs.FileSystem = field(repr=False)
     name: str
+    window: DateWindow = DateWindow()
 
     @property
     def units(self) -> tuple[int, ...]:
@@ -74,7 +111,7 @@ class FileSource:
     def read_unit(self, unit: int) -> pa.Table:
         f = self.files[unit]
         table = _read_csv(self.filesystem, f) if f.is_csv else _read_parquet(self.filesystem, f)
-        return normalize_table(table, f.display, is_csv=f.is_csv, source_index=unit)
+        return self.window.keep(normalize_table(table, f.display, is_csv=f.is_csv, source_index=unit))
 
     def unit_symbols(self, unit: int) -> frozenset[str]:
         """The symbols one file holds, reading only its symbol column (or header)."""
@@ -133,14 +170,14 @@ class FileSource:
         return describe_location(f.display, f.is_csv, row)
 
     def content_hash(self) -> str:
-        """sha256 over every file's name (relative to the source) and bytes."""
+        """sha256 over every file's name (relative to the source) and bytes (and the date window)."""
         digest = hashlib.sha256()
         for f in self.files:
             digest.update(f.display.encode() + b"\0")
             with self.filesystem.open_input_stream(f.path) as stream:
                 while chunk := stream.read(1 << 22):
                     digest.update(chunk)
-        return digest.hexdigest()
+        return _windowed_hash(digest.hexdigest(), self.window)
 
     def estimated_bytes(self) -> int:
         # Decompressed, typed columns run a few times the file size.
@@ -154,6 +191,7 @@ class SyntheticSource:
     config: SyntheticPanelConfig
     assets_per_unit: int = 25
     name: str = "synthetic"
+    window: DateWindow = DateWindow()
 
     @property
     def units(self) -> tuple[int, ...]:
@@ -182,7 +220,7 @@ class SyntheticSource:
     def read_unit(self, unit: int) -> pa.Table:
         assets = np.arange(unit, min(unit + self.assets_per_unit, self.config.n_assets))
         table = generate_assets(self.config, assets, market_state(self.config))
-        return normalize_table(table, self._display(), is_csv=False, source_index=unit)
+        return self.window.keep(normalize_table(table, self._display(), is_csv=False, source_index=unit))
 
     def location(self, unit: int, row: int) -> Location:
         return describe_location(self._display(), False, row)
@@ -193,7 +231,7 @@ class SyntheticSource:
         return f"synthetic(n_assets={c.n_assets}, n_days={c.n_days}, seed={c.seed}{planted})"
 
     def content_hash(self) -> str:
-        return self.config.content_hash()
+        return _windowed_hash(self.config.content_hash(), self.window)
 
     def estimated_bytes(self) -> int:
         return self.config.n_assets * self.config.n_days * 9 * 8
