@@ -106,6 +106,7 @@ EXPECTED_ERRORS = (
     ("rayfolio.training.registry", "RegistryError"),
     ("rayfolio.serving.auth", "KeyConfigError"),
     ("rayfolio.cluster.submit", "SubmitError"),
+    ("rayfolio.serving.live_performance", "LivePerformanceError"),
 )
 
 

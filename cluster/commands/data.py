@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from pathlib import Path
 
 from rayfolio.cluster.commands.common import config_and_address
@@ -15,6 +16,18 @@ def _horizons(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"horizons are comma-separated trading-day counts, got {text!r}") from None
 
 
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dates are YYYY-MM-DD, got {text!r}") from None
+
+
+def _window_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", type=_date, help="use only bars dated on or after this day (YYYY-MM-DD)")
+    parser.add_argument("--end", type=_date, help="use only bars dated on or before this day (YYYY-MM-DD)")
+
+
 def register(commands) -> None:
     data = commands.add_parser("data", help="feature store commands")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -25,7 +38,21 @@ def register(commands) -> None:
     prepare.add_argument("--assets", type=int, help="synthetic: number of assets")
     prepare.add_argument("--days", type=int, help="synthetic: number of business days")
     prepare.add_argument("--seed", type=int, help="synthetic: random seed")
+    _window_options(prepare)
     prepare.set_defaults(func=_prepare)
+
+    append = data_commands.add_parser(
+        "append",
+        help="append new bars to a feature store on Ray Data (new dates only; no rebuild)",
+        description="Append the bars dated after each symbol's last stored day. Bars the store already holds, "
+        "re-sent unchanged, are skipped; a changed one (a restatement), a bar on an old date the store lacks and "
+        "columns that differ from the store's are refused, and nothing is written.",
+    )
+    append.add_argument("store", type=Path, help="feature store directory")
+    append.add_argument("--source", required=True, help="new bars: a CSV/Parquet file, directory or URI, or 'sp500'")
+    append.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else local dev mode)")
+    _window_options(append)
+    append.set_defaults(func=_append)
 
     show = data_commands.add_parser("show", help="summary and feature statistics of a feature store")
     show.add_argument("store", type=Path, nargs="?", help="store directory (default: the config's run store)")
@@ -46,16 +73,32 @@ def _overrides(args: argparse.Namespace) -> dict:
 def _prepare(args: argparse.Namespace) -> None:
     from rayfolio.cluster.config import load_config
     from rayfolio.cluster.runtime import ray_connection
-    from rayfolio.data.sources import make_source
+    from rayfolio.data.sources import make_source, within
     from rayfolio.data.store import prepare_feature_store
     from rayfolio.data.validate import validate_before_ray
 
     config = load_config(args.config, _overrides(args))
-    source = make_source(config.data.source, config.data.synthetic.to_config())
+    source = within(make_source(config.data.source, config.data.synthetic.to_config()), args.start, args.end)
     validate_before_ray(source)  # a small local file is refused in seconds, before Ray starts
     with ray_connection(config.ray, args.address):
         summary = prepare_feature_store(source, args.out, config.data.horizons, feature_set=config.data.features,
                                         label_lag=config.data.label_lag)  # fmt: skip
+    print("\n".join(summary.lines()))
+
+
+def _append(args: argparse.Namespace) -> None:
+    from rayfolio.cluster.config import RayConfig
+    from rayfolio.cluster.runtime import ray_connection
+    from rayfolio.data.append import append_to_store
+    from rayfolio.data.sources import make_source, within
+    from rayfolio.data.store import FeatureStore
+    from rayfolio.data.validate import validate_before_ray
+
+    FeatureStore(args.store)  # not a store: refused before Ray starts
+    source = within(make_source(args.source), args.start, args.end)
+    validate_before_ray(source)
+    with ray_connection(RayConfig(), args.address):
+        summary = append_to_store(args.store, source)
     print("\n".join(summary.lines()))
 
 
