@@ -9,4 +9,4 @@ load torch or Ray's libraries; heavy imports go inside the handlers.
 """
 
 # Order = the order in `rayfolio --help`.
-COMMAND_MODULES = ("run", "data", "train", "rl", "serve", "models", "monitor", "submit")
+COMMAND_MODULES = ("run", "data", "train", "rl", "forecasts", "serve", "models", "monitor", "daily", "submit")

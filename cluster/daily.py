@@ -1,0 +1,144 @@
+"""The day-two cycle, once a day: append the new bars -> refresh the production forecasts -> drift
+of the latest window -> live performance of what was served -> the alert check (and, asked to, the
+staging retraining). ``rayfolio daily`` runs it locally or as a job on a cluster (the CronJob in
+cluster/k8s/daily-cronjob.yaml submits it as a RayJob).
+
+Each step reports one row of the summary; a step with nothing to work on (no production models
+yet, no audit log yet) says so and the cycle goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rayfolio.cluster.config import RunConfig
+from rayfolio.data.sources import PanelSource
+
+logger = logging.getLogger(__name__)
+
+DRIFT_WINDOW_DAYS = 63  # the latest quarter of trading days: the chunk the drift thresholds are calibrated on
+
+
+@dataclass(frozen=True)
+class DailyStep:
+    step: str
+    status: str  # ok | skipped | info | warning | critical
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class DailyResult:
+    steps: tuple[DailyStep, ...]
+    exit_code: int  # 3 when a monitor is critical (monitor check's convention), else 0
+
+    def table(self) -> pd.DataFrame:
+        frame = pd.DataFrame([s.__dict__ for s in self.steps])
+        frame["seconds"] = frame["seconds"].map(lambda s: f"{s:.1f}")
+        return frame
+
+
+def _timed(step: str, run) -> DailyStep:
+    started = time.perf_counter()
+    logger.info("daily: %s", step)
+    status, detail = run()
+    return DailyStep(step, status, detail, time.perf_counter() - started)
+
+
+def latest_window(store_path: Path, days: int = DRIFT_WINDOW_DAYS) -> tuple[dt.date, dt.date]:
+    """The store's last ``days`` trading dates."""
+    from rayfolio.data.store import FeatureStore
+
+    dates = np.sort(FeatureStore(store_path).to_pandas(columns=[])["date"].unique())
+    chosen = dates[-days:]
+    return pd.Timestamp(chosen[0]).date(), pd.Timestamp(chosen[-1]).date()
+
+
+def run_daily(
+    config: RunConfig,
+    store: Path,
+    source: PanelSource | None,
+    *,
+    registry: Path,
+    out: Path,
+    audit: str | None,
+    submit: bool = False,
+    config_path: Path | None = None,
+    address: str | None = None,
+) -> DailyResult:
+    """The cycle on an existing store; Ray must be connected (``ray_connection``)."""
+    from rayfolio.cluster.commands.monitor_check import check, read_level, submit_retraining
+    from rayfolio.training.registry import ModelRegistry
+
+    steps: list[DailyStep] = []
+    levels = []
+
+    def append():
+        if source is None:
+            return "skipped", "no --source: no new bars"
+        from rayfolio.data.append import append_to_store
+
+        summary = append_to_store(store, source)
+        if not summary.rows:
+            return "ok", f"nothing new ({summary.skipped_bars} bars already in the store); version {summary.version}"
+        return "ok", (f"{summary.rows} rows {summary.first}..{summary.last}, {summary.symbols} symbols, "
+                      f"{summary.patched_labels} labels completed -> version {summary.version}")  # fmt: skip
+
+    has_models = bool(ModelRegistry(registry).production("forecaster")) if registry.is_dir() else False
+
+    def refresh():
+        if not has_models:
+            return "skipped", f"no production forecasters in {registry}"
+        from rayfolio.cluster.forecast_refresh import refresh_forecasts
+
+        summary = refresh_forecasts(store, registry, out / "forecasts.parquet")
+        return "ok", (f"{summary.dates} dates {summary.first}..{summary.last} ({summary.rows} rows)" if summary.dates
+                      else "up to date")  # fmt: skip
+
+    def drift():
+        from rayfolio.cluster.drift import drift_config, export_gauges, measure_drift, write_drift
+        from rayfolio.data.store import FeatureStore
+
+        window = latest_window(store)
+        result = measure_drift(FeatureStore(store), window, drift_config(0.1, 0.25), splits=config.splits,
+                               registry=ModelRegistry(registry) if has_models else None, audit_url=audit)  # fmt: skip
+        files = write_drift(result, out)
+        export_gauges(result)
+        levels.append(read_level("drift", files.json))
+        flagged = [s.name for s in result.series if s.level in ("warning", "critical")]
+        return result.level, f"{window[0]}..{window[1]}: " + (", ".join(flagged) if flagged else "no series flagged")
+
+    def performance():
+        if audit is None:
+            return "skipped", "no audit log: nothing served yet"
+        from rayfolio.data.store import FeatureStore
+        from rayfolio.serving import live_performance as live
+
+        report = live.live_performance(audit, FeatureStore(store), live.Window(), live.PerformanceConfig())
+        path = report.write(out)
+        live.export_gauges(report)
+        levels.append(read_level("performance", path))
+        return report.level, f"{report.recommendations} recommendations; " + ("; ".join(report.reasons) or "ok")
+
+    for name, run in (("append", append), ("forecasts refresh", refresh), ("drift", drift),
+                      ("live performance", performance)):  # fmt: skip
+        steps.append(_timed(name, run))
+
+    def alert_check():
+        code = check(levels)
+        if code == 0:
+            return "ok", "no critical level"
+        if not submit:
+            return "critical", "a monitor is critical (--submit starts a staging retraining)"
+        job = submit_retraining(store, config_path, address)
+        return "critical", f"retraining submitted: {job} (models to staging only)"
+
+    steps.append(_timed("check", alert_check))
+    return DailyResult(tuple(steps), check(levels))
