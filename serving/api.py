@@ -78,14 +78,17 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     app = FastAPI(title="rayfolio", version="1", description=description)
     _error_handlers(app)
     _guards(app, settings, keys)
-    served: dict = {}
+    served: dict = {}  # the document for one market: {market: document}
 
     def openapi() -> dict:
-        """FastAPI's document, and once the models are loaded, the market's symbols and dates."""
-        if not served and service.pipeline is not None:
+        """FastAPI's document, and once the models are loaded, the market's symbols and dates
+        (declared again when a new store version brings new dates)."""
+        pipeline = service.pipeline
+        if pipeline is not None and pipeline.market not in served:
             app.openapi_schema = None  # FastAPI's cache of the document without them
-            served.update(declare_market(FastAPI.openapi(app), service.pipeline.market))
-        return served or FastAPI.openapi(app)
+            served.clear()
+            served[pipeline.market] = declare_market(FastAPI.openapi(app), pipeline.market)
+        return next(iter(served.values()), None) or FastAPI.openapi(app)
 
     app.openapi = openapi
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)
@@ -118,7 +121,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
             await asyncio.wait_for(service.ready(), timeout=5.0)
         except Exception:  # any failure downstream means not ready
             return error(503, "not_ready", "models are loading or failed to load")
-        return {"status": "ready", "model_versions": service.model_versions}
+        return {"status": "ready", "model_versions": service.model_versions, "data": service.data()}
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=CONFLICT)
     async def recommend(
@@ -193,10 +196,14 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
 
     # Before /v1/models/{name}: a 405 on this path names this route's method (Starlette's Allow
     # header comes from the first route whose path matches).
-    @app.post("/v1/models/reload", responses=CONFLICT, summary="serve the registry's production versions now (admin)")
+    @app.post(
+        "/v1/models/reload",
+        responses=CONFLICT,
+        summary="serve the store's newest version and the registry's production versions now (admin)",
+    )
     async def reload(_: ApiKey = admin) -> dict:
         await service.ready()
-        return {"serving": await service.reload()}
+        return {"serving": await service.reload(), "data": service.data()}
 
     @app.get("/v1/models/{name}", responses=ERRORS)
     async def model(name: str = Path(pattern=NAME_PATTERN), _: ApiKey = user) -> dict:

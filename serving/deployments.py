@@ -7,6 +7,10 @@ tests and offline use run them in-process):
 - ``RiskFilter``: the risk filters and portfolio risk (placement "deployments"); house limits
   come in ``user_config`` and can change while it runs.
 
+Each follows the feature store as it is appended to (its ``DataWatch``): the same model versions
+rebuilt on the new panel, swapped in at once; a date it does not have yet is loaded before the
+request that names it is answered.
+
 The ``Explainer`` has its own module (explainer.py).
 """
 
@@ -22,6 +26,7 @@ from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.allocator import Proposer, load_proposer
 from rayfolio.serving.batching import Batcher
+from rayfolio.serving.data_watch import DataWatch
 from rayfolio.serving.market import Market
 from rayfolio.serving.metrics import ServiceMetrics
 from rayfolio.serving.pipeline import Decided, LocalForecasts, filter_and_measure
@@ -41,9 +46,16 @@ def load_panel(settings: ServeSettings) -> Panel:
     return Panel.from_store(store)
 
 
-def load_allocator(settings: ServeSettings, panel: Panel) -> tuple[Proposer, dict[str, str]]:
-    """The production allocator (verified; ``best``: the best validation Sharpe) and {name: version}."""
-    return load_proposer(ModelRegistry(settings.registry), settings.allocator, panel, settings.splits)
+def load_allocator(
+    settings: ServeSettings, panel: Panel, versions: dict[str, str] | None = None
+) -> tuple[Proposer, dict[str, str]]:
+    """The production allocator (verified; ``best``: the best validation Sharpe) and {name: version};
+    ``versions`` ({name: version}, one): that one instead (the served one, on a new store version)."""
+    registry = ModelRegistry(settings.registry)
+    if versions:
+        ((name, version),) = versions.items()
+        return load_proposer(registry, name, panel, settings.splits, version=version)
+    return load_proposer(registry, settings.allocator, panel, settings.splits)
 
 
 def validation_dates(settings: ServeSettings, panel: Panel) -> np.ndarray:
@@ -68,77 +80,107 @@ def try_reload(load: Callable[[], None], versions: Callable[[], dict], registry:
     return {"versions": versions(), "error": None}
 
 
+def reload_models(watch: DataWatch, load: Callable[[], None], versions: Callable[[], dict], registry: Path) -> dict:
+    """A model reload (``POST /v1/models/reload``): the store's newest version first, then
+    ``load`` (the production versions, on the watch's panel) as ``try_reload`` runs it."""
+    watch.refresh()
+    with watch.lock:  # never between a data switch's load and its swap
+        return try_reload(load, versions, registry)
+
+
 class Ensemble:
     def __init__(self, settings: dict) -> None:
-        self.settings = ServeSettings.model_validate(settings)
-        self.panel = load_panel(self.settings)
+        self.settings = s = ServeSettings.model_validate(settings)
         self.metrics = ServiceMetrics()
-        self._load()
+        self.watch = DataWatch(s.store, s.data_poll_s, lambda panel: self._load(panel, self.model_versions), "Ensemble")
+        self._load(self.watch.panel)
 
         self._batched = Batcher(self._forecast_many, max_size=16, wait_s=0.002)  # concurrent callers, one pass
 
-    def _load(self) -> None:
-        """The production forecasters, verified; swapped in only once all have loaded."""
-        forecasters = load_forecasters(ModelRegistry(self.settings.registry), self.panel)
-        forecasts = LocalForecasts(
-            ForecastEnsemble(forecasters, self.panel, validation_dates(self.settings, self.panel))
-        )
+    def _load(self, panel: Panel, versions: dict[str, str] | None = None) -> None:
+        """The forecasters (production, or ``versions``) on ``panel``, verified; swapped in only
+        once all have loaded (one reference: a batch in flight keeps the one it started with)."""
+        forecasters = load_forecasters(ModelRegistry(self.settings.registry), panel, versions=versions)
+        forecasts = LocalForecasts(ForecastEnsemble(forecasters, panel, validation_dates(self.settings, panel)))
         self.forecasts, self.model_versions = forecasts, {f.name: f.version for f in forecasters}
         self.metrics.versions(self.model_versions)
 
     def reload(self) -> dict:
-        """Load the registry's production versions now; on any error keep serving the loaded ones."""
-        return try_reload(self._load, lambda: self.model_versions, self.settings.registry)
+        """Load the store's newest version and the registry's production versions now; on any
+        error keep serving the loaded ones."""
+        return reload_models(self.watch, lambda: self._load(self.watch.panel), lambda: self.model_versions,
+                             self.settings.registry)  # fmt: skip
 
     def info(self) -> dict:
-        return {"versions": self.model_versions, "min_history": self.forecasts.ensemble.min_history}
+        self.watch.poll()
+        return {"versions": self.model_versions, "min_history": self.forecasts.ensemble.min_history,
+                "data": self.watch.describe()}  # fmt: skip
 
     async def forecast(self, t: int) -> EnsembleForecast:
+        await self.watch.until(t)
         return await self._batched(t)
 
     async def _forecast_many(self, ts: list[int]) -> list[EnsembleForecast]:
-        cache = self.forecasts.cache
+        forecasts = self.forecasts  # read once: a switch mid-batch does not split it
+        cache = forecasts.cache
         hits, misses = cache.hits, cache.misses
-        out = self.forecasts.get_now(ts)
+        out = forecasts.get_now(ts)
         self.metrics.cache_lookups(cache.hits - hits, cache.misses - misses, "ensemble")
         return out
 
 
 class Allocator:
     def __init__(self, settings: dict) -> None:
-        self.settings = ServeSettings.model_validate(settings)
-        self.panel = load_panel(self.settings)
-        self._load()
+        self.settings = s = ServeSettings.model_validate(settings)
+        self.watch = DataWatch(s.store, s.data_poll_s, lambda panel: self._load(panel, self.model_versions),
+                               "Allocator")  # fmt: skip
+        self._load(self.watch.panel)
 
-    def _load(self) -> None:
-        self.proposer, self.model_versions = load_allocator(self.settings, self.panel)
+    def _load(self, panel: Panel, versions: dict[str, str] | None = None) -> None:
+        self.proposer, self.model_versions = load_allocator(self.settings, panel, versions)
         ServiceMetrics().versions(self.model_versions)
 
     def reload(self) -> dict:
-        return try_reload(self._load, lambda: self.model_versions, self.settings.registry)
+        return reload_models(self.watch, lambda: self._load(self.watch.panel), lambda: self.model_versions,
+                             self.settings.registry)  # fmt: skip
 
     def info(self) -> dict:
-        return {"versions": self.model_versions, "min_history": self.proposer.min_history}
+        self.watch.poll()
+        return {"versions": self.model_versions, "min_history": self.proposer.min_history,
+                "data": self.watch.describe()}  # fmt: skip
 
-    def propose_many(self, ts: list[int], currents: list[np.ndarray], forecasts: list) -> list[np.ndarray]:
+    async def propose_many(self, ts: list[int], currents: list[np.ndarray], forecasts: list) -> list[np.ndarray]:
         """A batch of (date, current weights, the date's forecast) -> proposed weights, one policy pass."""
+        await self.watch.until(max(ts))
         return self.proposer.propose_many(ts, currents, forecasts)
 
 
 class RiskFilter:
     def __init__(self, settings: dict) -> None:
         s = ServeSettings.model_validate(settings)
-        self.market = Market(load_panel(s), 1)
+        self.watch = DataWatch(s.store, s.data_poll_s, self._use, "RiskFilter")
+        self._use(self.watch.panel)
         self.limits = s.house_limits
+
+    def _use(self, panel: Panel) -> None:
+        self.market = Market(panel, 1)
+
+    def reload(self) -> dict:
+        """Nothing registered to reload here; the store's newest version, at once."""
+        self.watch.refresh()
+        return {"versions": {}, "error": None}
 
     def reconfigure(self, user_config: dict) -> None:
         """House limits, live: ``serve deploy`` with a new ``user_config`` applies them without a restart."""
         self.limits = HouseLimits.model_validate(user_config)
 
     def info(self) -> dict:
-        return {"versions": {}, "limits": self.limits.model_dump()}
+        self.watch.poll()
+        return {"versions": {}, "limits": self.limits.model_dump(), "data": self.watch.describe()}
 
-    def apply_many(self, items: list[tuple[int, np.ndarray, np.ndarray, dict]]) -> list[Decided]:
+    async def apply_many(self, items: list[tuple[int, np.ndarray, np.ndarray, dict]]) -> list[Decided]:
         """(date, proposal, current, risk profile) -> (weights, checks, portfolio risk), for a batch."""
-        return [filter_and_measure(self.market, t, proposal, current, RiskProfileIn.model_validate(profile),
-                                   self.limits) for t, proposal, current, profile in items]  # fmt: skip
+        await self.watch.until(max(t for t, *_ in items))
+        market = self.market
+        return [filter_and_measure(market, t, proposal, current, RiskProfileIn.model_validate(profile), self.limits)
+                for t, proposal, current, profile in items]  # fmt: skip

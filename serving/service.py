@@ -4,6 +4,10 @@ ensemble's forecasts, explanations, the registry and reloads, in one ingress rep
 The deployments it talks to are Serve handles in a replica, or ``LocalHandle``s around the
 same classes in this process (tests, the in-process app): ``await handle.method.remote(...)``
 either way, so the service has one implementation.
+
+The service follows the feature store as it is appended to (``DataWatch``): a new store
+version becomes a new market (and, placement "ingress", the same policy on the new panel) in a
+new pipeline, swapped in at once; requests in flight finish on the one they started with.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import asyncio
 import inspect
 import logging
 
+from rayfolio.serving.allocator import Proposer
 from rayfolio.serving.audit import AuditLog
-from rayfolio.serving.deployments import load_allocator, load_panel, try_reload
+from rayfolio.serving.data_watch import DataWatch
+from rayfolio.serving.deployments import load_allocator, reload_models
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.market import Market
 from rayfolio.serving.metrics import ServiceMetrics
@@ -26,6 +32,7 @@ from rayfolio.serving.pipeline import (
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.settings import ServeSettings
 from rayfolio.training.ensemble import EnsembleForecast
+from rayfolio.training.panel import Panel
 from rayfolio.training.registry import ModelRegistry, RegistryError
 
 logger = logging.getLogger(__name__)
@@ -55,16 +62,25 @@ class RecommendationService:
         self.ensemble, self.explainer, self.allocator, self.risk_filter = ensemble, explainer, allocator, risk_filter
         self.audit = AuditLog(s.audit_url)
         self.registry = ModelRegistry(s.registry)
-        self.panel = load_panel(s)
         self.metrics = ServiceMetrics()
-        self.proposer, self.local_versions = None, {}
+        self.watch = DataWatch(s.store, s.data_poll_s, self._use_data, "ingress")
+        # The panel and the policy that runs here (placement "ingress") on it: swapped together.
+        self.local: tuple[Panel, Proposer | None] = (self.watch.panel, None)
+        self.local_versions: dict[str, str] = {}
         if allocator is None:
-            self.proposer, self.local_versions = load_allocator(s, self.panel)
+            proposer, self.local_versions = load_allocator(s, self.watch.panel)
+            self.local = (self.watch.panel, proposer)
             self.metrics.versions(self.local_versions)
         self.limits = s.house_limits
+        # Kept across store versions: a date's forecast depends on data dated <= it, which an append never changes.
         self.forecasts = DeploymentForecasts(ensemble)
         self.pipeline: RecommendationPipeline | None = None
         self.model_versions: dict[str, str] = {}
+        self.min_history = 1  # the most history any served model needs (known once ready)
+
+    @property
+    def proposer(self) -> Proposer | None:
+        return self.local[1]
 
     @property
     def _remote(self) -> list:
@@ -72,19 +88,38 @@ class RecommendationService:
         return [self.ensemble, self.explainer] + ([] if self.proposer is not None else [self.allocator])
 
     async def ready(self) -> RecommendationPipeline:
-        """The pipeline, once every deployment has loaded and verified its models."""
+        """The pipeline, once every deployment has loaded and verified its models. Each call
+        also polls the store for a new version (a clock compare; the check runs in a thread)."""
+        self.watch.poll()
         if self.pipeline is None:
             remote = self._remote + ([] if self.proposer is not None else [self.risk_filter])
             infos = list(await asyncio.gather(*(d.info.remote() for d in remote)))
             if self.proposer is not None:
                 infos.append({"versions": self.local_versions, "min_history": self.proposer.min_history})
-            versions = {k: v for info in infos for k, v in info["versions"].items()}
-            market = Market(self.panel, max(info.get("min_history", 1) for info in infos))
-            decisions = (LocalDecisions(self.proposer, market, self.limits) if self.proposer is not None
-                         else DeploymentDecisions(self.allocator, self.risk_filter))  # fmt: skip
-            self.model_versions = versions
-            self.pipeline = RecommendationPipeline(market, self.forecasts, decisions, self.audit, versions)
+            self.model_versions = {k: v for info in infos for k, v in info["versions"].items()}
+            self.min_history = max(info.get("min_history", 1) for info in infos)
+            self.pipeline = self._pipeline(*self.local)
         return self.pipeline
+
+    def _pipeline(self, panel: Panel, proposer: Proposer | None) -> RecommendationPipeline:
+        market = Market(panel, self.min_history)
+        decisions = (LocalDecisions(proposer, market, self.limits) if proposer is not None
+                     else DeploymentDecisions(self.allocator, self.risk_filter))  # fmt: skip
+        return RecommendationPipeline(market, self.forecasts, decisions, self.audit, self.model_versions)
+
+    def _use_data(self, panel: Panel) -> None:
+        """A new store version (in the watch's thread): the served policy on it, then one swap."""
+        proposer = None
+        if self.proposer is not None:
+            proposer, _ = load_allocator(self.settings, panel, self.local_versions)
+        pipeline = self._pipeline(panel, proposer) if self.pipeline is not None else None
+        self.local = (panel, proposer)
+        if self.pipeline is not None:  # (built by ``ready`` meanwhile: on the old panel, maybe)
+            self.pipeline = pipeline or self._pipeline(panel, proposer)
+
+    def data(self) -> dict:
+        """The store version and last date this replica serves, and how long its last switch took."""
+        return self.watch.describe() | ({"switch_s": round(self.watch.reload_s, 3)} if self.watch.reload_s else {})
 
     def set_limits(self, limits: HouseLimits) -> None:
         """House limits, live, for the risk filters that run here (placement "ingress")."""
@@ -105,12 +140,16 @@ class RecommendationService:
         return out
 
     async def reload(self) -> dict[str, str]:
-        """Every deployment loads and verifies the production versions, then swaps them in; one
-        that cannot (a checksum that does not match, a missing file) keeps what it serves.
-        Requests never wait for this, nor fail because of it."""
-        results = list(await asyncio.gather(*(d.reload.remote() for d in self._remote)))
+        """Every deployment loads the store's newest version and the registry's production versions,
+        verified, then swaps them in; one that cannot (a checksum that does not match, a missing
+        file) keeps what it serves. Requests never wait for this, nor fail because of it."""
+        others = [] if self.proposer is not None else [self.risk_filter]  # data only: no models of its own
+        results = list(await asyncio.gather(*(d.reload.remote() for d in self._remote + others)))
         if self.proposer is not None:
-            results.append(try_reload(self._load_local, lambda: self.local_versions, self.settings.registry))
+            results.append(await asyncio.to_thread(reload_models, self.watch, self._load_local,
+                                                   lambda: self.local_versions, self.settings.registry))  # fmt: skip
+        else:
+            await asyncio.to_thread(self.watch.refresh)
         before = self.model_versions
         self.model_versions = {k: v for r in results for k, v in r["versions"].items()}
         if self.pipeline is not None:
@@ -123,9 +162,11 @@ class RecommendationService:
         return self.model_versions
 
     def _load_local(self) -> None:
-        self.proposer, self.local_versions = load_allocator(self.settings, self.panel)
+        panel = self.watch.panel
+        proposer, self.local_versions = load_allocator(self.settings, panel)
+        self.local = (panel, proposer)
         if self.pipeline is not None and isinstance(self.pipeline.decisions, LocalDecisions):
-            self.pipeline.decisions.proposer = self.proposer
+            self.pipeline.decisions.proposer = proposer
         self.metrics.versions(self.local_versions)
 
     def model_card(self, name: str) -> dict:

@@ -84,6 +84,9 @@ class ServeSettings(BaseModel):
     explainer: Autoscaling = Autoscaling(num_cpus=0.25)
     explain_samples: int = Field(100, ge=10)  # expected-gradient samples per explanation
     explain_background: int = Field(16, ge=2)  # training dates in the SHAP background
+    # How often each serving object checks the feature store's manifest for an appended version
+    # (serving/data_watch.py): a new day reaches every replica within about this long.
+    data_poll_s: float = Field(5.0, gt=0)
 
     @property
     def capacity(self) -> int:
