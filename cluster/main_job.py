@@ -5,7 +5,9 @@ Stages today: data (feature store on Ray Data, purged splits), forecasters
 baselines), allocation (PPO and SAC agents searched on Ray Tune, the forecast
 tilt around 1/N chosen on validation, then the walk-forward backtest in which
 the service's own recommendation pipeline, replayed per risk profile, trades
-next to the agents and the baseline portfolios). The report opens with what
+next to the agents and the baseline portfolios), day two (the source's last
+60 days held back, then appended by the daily cycle: append, forecasts refresh,
+drift, check; the appended store compared with the full one). The report opens with what
 a client following the recommendations would have earned. Later stages join
 this list in order. Each stage's report section lives with the stage
 (data/overview.py, training/report.py, rl/report.py); this module runs them
@@ -24,6 +26,7 @@ import pandas as pd
 import yaml
 
 from rayfolio.cluster.config import RunConfig, check_env_features, check_index_file
+from rayfolio.cluster.daily import day_two_section, rehearse_day_two
 from rayfolio.cluster.runtime import ray_connection
 from rayfolio.cluster.served import served_factory, walk_forward_ensemble
 from rayfolio.data.features import available_features
@@ -44,7 +47,9 @@ from rayfolio.training.stage import LastRefitStage, run_forecasters
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("data", "forecasters", "allocation")
+DAY_TWO_HELD_BACK = 60  # trading days the day-two rehearsal holds back and appends
+
+STAGES = ("data", "forecasters", "allocation", "day two")
 
 
 def _stage(number: int, name: str, what: str) -> float:
@@ -127,6 +132,14 @@ def run_main_job(
         )
         timings["allocation"] = time.perf_counter() - t0
         logger.info(table(allocation.backtest.metrics[COMPARISON], floatfmt=".3f"))
+
+        rehearsal = None
+        if existing_store is None:
+            t0 = _stage(4, "day two", f"the last {DAY_TWO_HELD_BACK} days held back, then rayfolio daily")
+            rehearsal = rehearse_day_two(config, source, store_dir, registry.root, run_dir / "day-two",
+                                         DAY_TWO_HELD_BACK)  # fmt: skip
+            timings["day two"] = time.perf_counter() - t0
+            logger.info(table(rehearsal.daily.table(), index=False))
     timings["total"] = time.perf_counter() - started
     logger.info("\ntimings: %s", ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
 
@@ -160,6 +173,8 @@ def run_main_job(
         confidence_section(report, reliability_table(ensemble, test, horizon), horizon)
     tilt_section(report, allocation)
     allocation_section(report, allocation, config.allocation, run_dir)
+    if rehearsal is not None:
+        day_two_section(report, rehearsal, run_dir)
     return report.write(run_dir / "report.md")
 
 

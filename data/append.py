@@ -9,7 +9,8 @@ output per symbol is the tail plus the new rows, flagged by what each row is for
 - ``_new``: the new dates' features and labels -> one new Parquet part;
 - ``_patch``: the last max(h) + lag old rows, whose labels the new prices complete
   -> a labels-only patch the store's readers apply over the old parts;
-- ``_state``: the last L rows -> the symbol's next state.
+and the next state is the stored one with the new rows' prices and running values added,
+cut to the last L rows of each symbol.
 
 Nothing the store reads is touched until the end: the new files get names no
 manifest lists, and the new manifest (version + 1, the append recorded) replaces
@@ -50,7 +51,7 @@ from rayfolio.data.store import (
     write_state,
 )
 
-FLAGS = ("_new", "_patch", "_state")
+FLAGS = ("_new", "_patch")
 # Two prices that differ by less than this (relative) are the same bar re-sent (CSV round trips).
 SAME_PRICE_RTOL = 1e-10
 
@@ -119,10 +120,9 @@ class SymbolAppend:
         flags = {
             "_new": index >= old,
             "_patch": (index < old) & (index >= old - reach),
-            "_state": index >= len(index) - self.tail,
         }
         columns = {**out, **state_rows(prices, running, len(index), self.value_columns), **flags}
-        wanted = (flags["_new"] | flags["_patch"] | flags["_state"]) & (len(index) > old)
+        wanted = (flags["_new"] | flags["_patch"]) & (len(index) > old)
         return {name: values[wanted] for name, values in columns.items()}
 
     def _unseen(self, rows: dict[str, np.ndarray], state: SymbolState | None) -> dict[str, np.ndarray]:
@@ -252,17 +252,11 @@ def _commit(
     patch = table.filter(table.column("_patch")).select(["date", "symbol", *store.label_names]).sort_by(order)
     patch_file = f"labels-{tag}.parquet"
     write_table_atomic(patch, store.path / patch_file)
-    state_columns = [c for c in table.column_names if c not in columns or c in ("date", "symbol", SECTOR)]
-    state_columns = [c for c in state_columns if c not in FLAGS]
-    updated = table.filter(table.column("_state")).select(state_columns)
-    touched = set(pc.unique(updated.column("symbol")).to_pylist())
-    kept = pq.read_table(store.state_path)
-    kept = kept.filter(pc.invert(pc.is_in(kept.column("symbol"), pa.array(sorted(touched), pa.string()))))
-    state = write_state(
-        pa.concat_tables([kept, updated.select(kept.column_names).cast(kept.schema)]).sort_by(order),
-        store.path,
-        version,
-    )
+    stored = pq.read_table(store.state_path)
+    added_rows = table.filter(table.column("_new")).select(stored.column_names).cast(stored.schema)
+    touched = set(pc.unique(added_rows.column("symbol")).to_pylist())
+    tail = store.manifest["state"]["tail_rows"]
+    state = write_state(last_rows(pa.concat_tables([stored, added_rows]).sort_by(order), tail), store.path, version)
 
     dates = new.column("date")
     first, last = str(pc.min(dates).as_py()), str(pc.max(dates).as_py())
@@ -299,6 +293,15 @@ def _commit(
         (store.path / old_state).unlink(missing_ok=True)
     return AppendSummary(str(store.path), version, new.num_rows, len(touched), tuple(added), first, last,
                          patch.num_rows, skipped, 0.0)  # fmt: skip
+
+
+def last_rows(table: pa.Table, n: int) -> pa.Table:
+    """The last ``n`` rows of each symbol of a table sorted by (symbol, date)."""
+    symbols = table.column("symbol").to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.concatenate(([True], symbols[1:] != symbols[:-1])))
+    ends = np.append(starts[1:], len(symbols))  # one past each symbol's last row
+    to_end = np.repeat(ends, ends - starts) - np.arange(len(symbols))  # rows from here to the symbol's end
+    return table.filter(pa.array(to_end <= n))
 
 
 def _replace_manifest(store: Path, manifest: dict) -> None:

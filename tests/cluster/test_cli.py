@@ -157,7 +157,8 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     run_dir = tmp_path / "runs" / "tiny"
     printed = capsys.readouterr()
     # Progress (stage lines, timings) on stderr; the result, the report's path, on stdout.
-    assert "[1/3] data" in printed.err and "[2/3] forecasters" in printed.err and "[3/3] allocation" in printed.err
+    assert "[1/4] data" in printed.err and "[2/4] forecasters" in printed.err and "[3/4] allocation" in printed.err
+    assert "[4/4] day two" in printed.err
     assert "timings: data " in printed.err and "total " in printed.err
     assert printed.out.strip() == f"report: {run_dir / 'report.md'}"
     report = (run_dir / "report.md").read_text()
@@ -203,6 +204,10 @@ def test_run_writes_store_report_and_plots(tmp_path, ray_session, capsys):
     assert "p (Sharpe > 1/N's)" in report
     assert (run_dir / "plots" / "equity_curves.png").stat().st_size > 10_000
     assert re.search(r"\| ppo-allocator\s+\| v0001\s+\| production\s+\|", listed), listed
+    # Day two: the last 60 days held back, appended by the daily cycle, equal to the full store.
+    assert "## Day two" in report and "The appended store equals the full build" in report
+    assert "| forecasts refresh | ok " in report and "### Drift of the latest window" in report
+    assert FeatureStore(run_dir / "day-two" / "store").version == 2
     # `rayfolio backtest` on the run's store, registry and forecasts.
     capsys.readouterr()
     assert main(["backtest", "--config", str(tiny_run_config(tmp_path, refit_every=3))]) == 0
