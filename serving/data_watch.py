@@ -99,6 +99,7 @@ class DataWatch:
         self.reload_s: float | None = None  # the last switch's load + rebuild time (a figure the service reports)
         self._seen = self.data.stamp  # the last manifest looked at, applied or not
         self._due = time.monotonic() + poll_s
+        self._checking: threading.Thread | None = None
 
     @property
     def panel(self) -> Panel:
@@ -107,10 +108,11 @@ class DataWatch:
     def poll(self) -> None:
         """Per request: the clock compare; when due, a background check of the manifest."""
         now = time.monotonic()
-        if now < self._due:
-            return
+        if now < self._due or (self._checking is not None and self._checking.is_alive()):
+            return  # not due, or a check (a slow load) still running: never a pile of threads
         self._due = now + self.poll_s
-        threading.Thread(target=self.refresh, name=f"data-watch-{self.name}", daemon=True).start()
+        self._checking = threading.Thread(target=self.refresh, name=f"data-watch-{self.name}", daemon=True)
+        self._checking.start()
 
     def refresh(self) -> bool:
         """Apply the store's newer version now, if there is one the served models can serve
