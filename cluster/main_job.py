@@ -129,6 +129,7 @@ def run_main_job(
             source=config.data.source,
             ensemble=ensemble,
             served=served,
+            stage=stage,
         )
         timings["allocation"] = time.perf_counter() - t0
         logger.info(table(allocation.backtest.metrics[COMPARISON], floatfmt=".3f"))

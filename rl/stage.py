@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -87,9 +88,11 @@ def run_allocation(
     source: str,
     ensemble: ForecastEnsemble | None,
     served: ServedFactory | None = None,
+    stage: Literal["auto", "staging"] = "auto",
 ) -> AllocationStage:
     """Search and register the agents, choose and register the forecast tilt, pick the allocator to
-    serve by validation Sharpe, and backtest them all (with the served path) on the test period."""
+    serve by validation Sharpe, and backtest them all (with the served path) on the test period.
+    ``stage``: where the agents and the tilt are registered ("staging": a retraining for review)."""
     panel = Panel.from_store(store)
     forecast_z = ensemble.z_panel(forecast_dates(panel, splitter)) if ensemble is not None else None
     market = MarketData.from_panel(panel, splitter, config.env,
@@ -119,7 +122,7 @@ def run_allocation(
                     o.deflated_sharpe)  # fmt: skip
     calendar = Calendar.of(store, splitter)
     registered = {
-        allocator_name(algorithm): register_agent(registry, calendar, market, config.env, outcome)
+        allocator_name(algorithm): register_agent(registry, calendar, market, config.env, outcome, stage)
         for algorithm, outcome in searches.items()
     }
     validation_sharpe = {allocator_name(a): o.val_sharpe for a, o in searches.items()}
@@ -139,7 +142,7 @@ def run_allocation(
                         forecasters={f.name: f.version for f in ensemble.forecasters},
                         symbols=tuple(market.symbols.tolist()), calendar=calendar)  # fmt: skip
         registered[TILT_NAME] = register_tilt(registry, card, {"validation_sharpe": best,
-                                                               "grid": grid.to_dict("records")})  # fmt: skip
+                                                               "grid": grid.to_dict("records")}, stage)  # fmt: skip
         validation_sharpe[TILT_NAME] = best
         tilt = TiltAllocator(market, z, params, k)
         logger.info("tilt: k %.2f, band %.3f chosen on validation (Sharpe %.2f)", params.k, params.band, best)
@@ -255,10 +258,15 @@ def index_run(
 
 
 def register_agent(
-    registry: ModelRegistry, calendar: Calendar, market: MarketData, env: EnvConfig, outcome: AgentSearchOutcome
+    registry: ModelRegistry,
+    calendar: Calendar,
+    market: MarketData,
+    env: EnvConfig,
+    outcome: AgentSearchOutcome,
+    stage: Literal["auto", "staging"] = "auto",
 ) -> tuple[str, str]:
-    """The chosen policy's state_dict (never an SB3 .zip: that is pickled code) with
-    the card that rebuilds it; stage auto (production if the model has none yet, else staging)."""
+    """The chosen policy's state_dict (never an SB3 .zip: that is pickled code) with the card that
+    rebuilds it; stage auto (production if the model has none yet, else staging) or staging."""
     card = AllocatorCard(
         algorithm=outcome.algorithm,
         env=env,
@@ -278,6 +286,7 @@ def register_agent(
             "timesteps": outcome.timesteps,
             "trials": outcome.trials.replace({np.nan: None}).to_dict("records"),
         },
+        stage=stage,
     )
     return version.version, registry.stage_of(version)
 

@@ -17,6 +17,7 @@ itself) is one of the candidates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -176,13 +177,15 @@ def choose_tilt(
 # ----- registry ---------------------------------------------------------------------------------
 
 
-def register_tilt(registry: ModelRegistry, card: TiltCard, metrics: dict) -> tuple[str, str | None]:
+def register_tilt(
+    registry: ModelRegistry, card: TiltCard, metrics: dict, stage: Literal["auto", "staging"] = "auto"
+) -> tuple[str, str | None]:
     """A new version of the tilt (the card is the whole model: no weight files); stage auto
-    (production if there is none yet, else staging). ``metrics`` must hold
+    (production if there is none yet, else staging) or staging. ``metrics`` must hold
     ``validation_sharpe``: ``best_allocator`` compares allocators by it."""
     if "validation_sharpe" not in metrics:
         raise ValueError("a tilt's metrics need 'validation_sharpe' (best_allocator compares allocators by it)")
-    version = registry.register(card, {}, metrics=metrics)
+    version = registry.register(card, {}, metrics=metrics, stage=stage)
     return version.version, registry.stage_of(version)
 
 

@@ -183,12 +183,15 @@ def test_run_on_an_existing_store_registers_the_forecasters_to_staging_only(tmp_
 
     assert main(["run", "--config", str(path), "--store", str(store), "--stage", "staging"]) == 0
     err = capsys.readouterr().err
-    assert f"[1/3] data: the existing feature store {store} (not rebuilt)" in err
+    assert f"[1/4] data: the existing feature store {store} (not rebuilt)" in err
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(store.rglob("*")) if p.is_file()} == before
     assert not (tmp_path / "runs" / "tiny" / "features").exists()
     registry = ModelRegistry(tmp_path / "registry")
     assert registry.stage_version("lstm-forecaster", "production") is None
     assert registry.stage_version("lstm-forecaster", "staging") == "v0001"
+    for allocator in ("ppo-allocator", "sac-allocator", "tilt-allocator"):  # the agents and the tilt too
+        assert registry.stage_version(allocator, "production") is None
+        assert registry.stage_version(allocator, "staging") == "v0001"
     report = (tmp_path / "runs" / "tiny" / "report.md").read_text()
     assert re.search(rf"\| feature store\s+\| {re.escape(str(store))} \|", report)
 
