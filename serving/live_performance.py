@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import sqlalchemy as sa
 from rayfolio.data.conventions import CASH
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.audit import RECORDS
+from rayfolio.serving.held_gauges import hold_gauge
 from rayfolio.training.metrics import daily_rank_ic, hit_rate
 
 LEVELS = ("info", "warning", "critical")
@@ -367,21 +367,17 @@ def live_performance(audit: str, store: FeatureStore, window: Window, config: Pe
 
 
 def export_gauges(report: PerformanceReport) -> bool:
-    """``rayfolio_live_rank_ic{horizon}`` and ``rayfolio_live_excess_return{horizon}`` through
-    ``ray.util.metrics``, when this process is connected to Ray (only then is there an exporter).
-    A horizon without a figure yet is left unset. Returns whether Ray was there to take them."""
-    ray = sys.modules.get("ray")  # never imported: not initialised (and importing Ray costs a second)
-    if ray is None or not ray.is_initialized():
-        return False
-    from ray.util import metrics
-
-    rank_ic = metrics.Gauge("rayfolio_live_rank_ic", "mean Rank IC of the served forecasts over the recent dates",
-                            tag_keys=("horizon",))  # fmt: skip
-    excess = metrics.Gauge("rayfolio_live_excess_return", "served portfolios' mean realised return minus 1/N's",
-                           tag_keys=("horizon",))  # fmt: skip
+    """``rayfolio_live_rank_ic{horizon}`` and ``rayfolio_live_excess_return{horizon}``, held by the
+    monitor gauges' actor (serving/held_gauges.py: they stay exported after this command ends), when
+    this process is connected to Ray. A horizon without a figure yet is left unset. Returns whether
+    Ray was there to take them."""
+    figures = {"rank_ic_mean": {}, "excess_return_mean": {}}
     for p in report.horizons:
         summary = p.summary()
-        for gauge, value in ((rank_ic, summary["rank_ic_mean"]), (excess, summary["excess_return_mean"])):
-            if value is not None:
-                gauge.set(value, tags={"horizon": str(p.horizon)})
-    return True
+        for key, values in figures.items():
+            if summary[key] is not None:
+                values[str(p.horizon)] = summary[key]
+    return hold_gauge("rayfolio_live_rank_ic", "mean Rank IC of the served forecasts over the recent dates",
+                      "horizon", figures["rank_ic_mean"]) and hold_gauge(
+        "rayfolio_live_excess_return", "served portfolios' mean realised return minus 1/N's", "horizon",
+        figures["excess_return_mean"])  # fmt: skip
