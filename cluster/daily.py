@@ -72,9 +72,9 @@ def run_daily(
     audit: str | None,
     submit: bool = False,
     config_path: Path | None = None,
-    address: str | None = None,
 ) -> DailyResult:
-    """The cycle on an existing store; Ray must be connected (``ray_connection``)."""
+    """The cycle on an existing store; Ray must be connected (``ray_connection``). A retraining is
+    submitted to the job server ``RAY_API_SERVER_ADDRESS`` names, else ``RAY_ADDRESS``'s."""
     from rayfolio.cluster.commands.monitor_check import check, read_level, submit_retraining
     from rayfolio.training.registry import ModelRegistry
 
@@ -140,7 +140,7 @@ def run_daily(
             return "ok", "no critical level"
         if not submit:
             return "critical", "a monitor is critical (--submit starts a staging retraining)"
-        job = submit_retraining(store, config_path, address)
+        job = submit_retraining(store, config_path)
         return "critical", f"retraining submitted: {job} (models to staging only)"
 
     steps.append(_timed("check", alert_check))

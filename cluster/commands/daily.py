@@ -52,6 +52,6 @@ def _daily(args: argparse.Namespace) -> int:
     with ray_connection(config.ray, args.address):
         result = run_daily(config, store, source, registry=config.registry_root(args.registry),
                            out=args.out or config.runs_dir / "monitor", audit=audit, submit=args.submit,
-                           config_path=args.config, address=args.address)  # fmt: skip
+                           config_path=args.config)  # fmt: skip
     print(table(result.table(), index=False))
     return result.exit_code
