@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from rayfolio.training.registry import ModelRegistry
 
 NO_SERVED = "no served recommendations in the window"
-# Gauge names as Prometheus shows them (Ray prefixes ``ray_``): the alert rules query these.
-EXPORTED = ("ray_rayfolio_drift_psi", "ray_rayfolio_drift_level")
 
 
 class DriftInputError(ConfigError):
@@ -279,20 +277,14 @@ def write_drift(result: DriftResult, out: Path) -> DriftFiles:
 
 
 def export_gauges(result: DriftResult) -> bool:
-    """Set ``rayfolio_drift_psi{feature}`` and ``rayfolio_drift_level{feature}`` (0 info, 1 warning,
-    2 critical) for every series, when Ray is initialised; False when it is not. A series without a
-    PSI (insufficient data) sets its level only."""
-    import ray
+    """Hold ``rayfolio_drift_psi{feature}`` and ``rayfolio_drift_level{feature}`` (0 info, 1 warning,
+    2 critical) for every series in the monitor gauges' holder actor (serving/held_gauges.py: exported
+    until the next run replaces them, long after this command ends), when Ray is initialised; False
+    when it is not. A series without a PSI (insufficient data) holds NaN, not an earlier run's value."""
+    from rayfolio.serving.held_gauges import hold_gauge
 
-    if not ray.is_initialized():
-        return False
-    from ray.util import metrics
-
-    psi = metrics.Gauge("rayfolio_drift_psi", "PSI of a feature or prediction series against its reference",
-                        tag_keys=("feature",))  # fmt: skip
-    level = metrics.Gauge("rayfolio_drift_level", "drift level: 0 info, 1 warning, 2 critical", tag_keys=("feature",))
-    for series in result.series:
-        if series.psi is not None:
-            psi.set(series.psi, tags={"feature": series.name})
-        level.set(series.code, tags={"feature": series.name})
-    return True
+    psi = {s.name: np.nan if s.psi is None else s.psi for s in result.series}
+    levels = {s.name: s.code for s in result.series}
+    return hold_gauge("rayfolio_drift_psi", "PSI of a feature or prediction series against its reference",
+                      "feature", psi) and hold_gauge("rayfolio_drift_level", "drift level: 0 info, 1 warning, "
+                      "2 critical", "feature", levels)  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -155,33 +154,26 @@ def test_impossible_thresholds_or_a_missing_audit_log_are_one_line(store, tmp_pa
     assert not (tmp_path / "nowhere.db").exists() and not (tmp_path / "out").exists()
 
 
-class _Gauges:
-    """Stands in for ``ray.util.metrics.Gauge``: records every value set, by gauge and tags."""
+def test_gauges_hold_each_series_psi_and_level(ray_session, monkeypatch):
+    from rayfolio.serving import held_gauges
 
-    values: ClassVar[dict[tuple[str, str], float]] = {}
+    held: dict[str, tuple[str, dict[str, float]]] = {}
 
-    def __init__(self, name: str, description: str = "", tag_keys: tuple[str, ...] = ()) -> None:
-        self.name, self.tag_keys = name, tag_keys
+    def hold_gauge(name: str, description: str, tag_key: str, values: dict[str, float]) -> bool:
+        held[name] = (tag_key, dict(values))
+        return True
 
-    def set(self, value: float, tags: dict[str, str]) -> None:
-        assert set(tags) == set(self.tag_keys)
-        self.values[(self.name, tags["feature"])] = value
-
-
-def test_gauges_carry_each_series_psi_and_level(ray_session, monkeypatch):
-    from ray.util import metrics
-
-    monkeypatch.setattr(metrics, "Gauge", _Gauges)
     thresholds = {"warning": 0.1, "critical": 0.25, "calibration_chunks": 10}
     features = (SeriesDrift("rsi_14", 0.12, 0.1, 100, 1000, thresholds, "warning"), insufficient("obv", "no values"))
     predictions = (SeriesDrift("forecast_5d", 0.4, 0.3, 100, 1000, thresholds, "critical"),)
     result = DriftResult(("2020-01-01", "2020-03-31"), ("2010-01-01", "2019-12-31"), "test", "now", DriftConfig(),
                          features, predictions)  # fmt: skip
+    real = held_gauges.hold_gauge
+    monkeypatch.setattr(held_gauges, "hold_gauge", hold_gauge)
     assert export_gauges(result)
-    assert _Gauges.values == {
-        ("rayfolio_drift_psi", "rsi_14"): 0.12, ("rayfolio_drift_level", "rsi_14"): 1,
-        ("rayfolio_drift_level", "obv"): 0,
-        ("rayfolio_drift_psi", "forecast_5d"): 0.4, ("rayfolio_drift_level", "forecast_5d"): 2,
-    }  # fmt: skip
+    assert held["rayfolio_drift_level"] == ("feature", {"rsi_14": 1, "obv": 0, "forecast_5d": 2})
+    tag, psi = held["rayfolio_drift_psi"]
+    assert tag == "feature" and psi["rsi_14"] == 0.12 and psi["forecast_5d"] == 0.4 and np.isnan(psi["obv"])
+    monkeypatch.setattr(held_gauges, "hold_gauge", real)
     monkeypatch.setattr(ray_session, "is_initialized", lambda: False)
     assert not export_gauges(result)
