@@ -114,9 +114,10 @@ def _serve_metric_names() -> set[str]:
 
 
 def _rayfolio_gauge_names() -> set[str]:
-    """The metric names rayfolio's own code passes to ray.util.metrics."""
+    """The metric names rayfolio's own code passes to ray.util.metrics (directly, or through the monitor
+    gauges' holder, serving/held_gauges.py)."""
     packages = [p for p in REPO.iterdir() if (p / "__init__.py").is_file() and p.name not in ("tests", "bench")]
-    pattern = re.compile(r"""\.(?:Gauge|Counter|Histogram)\(\s*(?:name=)?["'](rayfolio_[a-z_]+)["']""")
+    pattern = re.compile(r"""(?:\.(?:Gauge|Counter|Histogram)|hold_gauge)\(\s*(?:name=)?["'](rayfolio_[a-z_]+)["']""")
     return {name for package in packages for source in package.rglob("*.py")
             for name in pattern.findall(source.read_text())}  # fmt: skip
 
