@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 
 from rayfolio.data.features import FeatureDef, available_features, symbol_rows
 from rayfolio.data.schema import ROW, SECTOR, SOURCE, Location, PanelValidationError, check_symbol_rows
@@ -95,10 +96,10 @@ class SymbolAppend:
         features: tuple[FeatureDef, ...],
         horizons: tuple[int, ...],
         label_lag: int,
-        states: dict[str, SymbolState],
+        states: dict[str, SymbolState] | ray.ObjectRef,
     ) -> None:
         self.source, self.features, self.horizons, self.label_lag = source, features, horizons, label_lag
-        self.states = states
+        self._states = states  # an ObjectRef on Ray: every read task fetches it from the object store
         self.tail = tail_rows(features, horizons, label_lag)
         self.value_columns = tuple(sorted(source.value_columns))
 
@@ -124,6 +125,12 @@ class SymbolAppend:
         columns = {**out, **state_rows(prices, running, len(index), self.value_columns), **flags}
         wanted = (flags["_new"] | flags["_patch"]) & (len(index) > old)
         return {name: values[wanted] for name, values in columns.items()}
+
+    @property
+    def states(self) -> dict[str, SymbolState]:
+        if isinstance(self._states, ray.ObjectRef):
+            self._states = ray.get(self._states)
+        return self._states
 
     def _unseen(self, rows: dict[str, np.ndarray], state: SymbolState | None) -> dict[str, np.ndarray]:
         """The bars after the symbol's last stored date. A bar on a stored date with the same
@@ -167,8 +174,6 @@ def append_to_store(store_path: str | os.PathLike, source: PanelSource) -> Appen
     stored bar re-sent with a different price (a restatement). Bars re-sent unchanged are
     skipped, so running the same append twice changes nothing.
     """
-    import ray.exceptions
-
     from rayfolio.data.pipeline import symbol_dataset
 
     started = time.perf_counter()
@@ -177,7 +182,8 @@ def append_to_store(store_path: str | os.PathLike, source: PanelSource) -> Appen
         _remove_leftovers(store)
         features = _check_schema(store, source)
         states = _read_states(store)
-        step = SymbolAppend(source, features, store.horizons, store.label_lag, states)
+        # Put once: carried in the step, the states would be pickled into every read task's function.
+        step = SymbolAppend(source, features, store.horizons, store.label_lag, ray.put(states))
         source.preflight()
         try:
             outputs = ray.get(symbol_dataset(source, step).to_arrow_refs())
