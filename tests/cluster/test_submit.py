@@ -56,7 +56,7 @@ def test_the_main_job_runs_across_two_nodes_and_writes_to_shared_storage(cluster
     done = cluster.run([*RAYFOLIO, "submit", "--working-dir", str(tmp_path), "--", "run", "--config", config_path.name],
                        cwd=tmp_path, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
-    assert "SUCCEEDED" in done.stdout.splitlines()[-1] and "[3/3] allocation" in done.stdout
+    assert "SUCCEEDED" in done.stdout.splitlines()[-1] and "[3/4] allocation" in done.stdout
     run_dir = tmp_path / "runs" / "tiny"
     assert (run_dir / "report.md").is_file() and (run_dir / "metrics.json").is_file()
     assert (tmp_path / "registry" / "lstm-forecaster").is_dir()
