@@ -21,6 +21,7 @@ import pandas as pd
 
 from rayfolio.cluster.config import ConfigError
 from rayfolio.data.drift import DriftConfig, DriftResult, SeriesDrift, insufficient, series_drift
+from rayfolio.data.sources import DateWindow
 from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
 from rayfolio.data.store import FeatureStore
 
@@ -36,18 +37,9 @@ class DriftInputError(ConfigError):
 
 
 def parse_window(text: str) -> tuple[dt.date, dt.date]:
-    """``START:END`` (ISO dates, inclusive, START <= END)."""
-    start, sep, end = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        first, last = dt.date.fromisoformat(start.strip()), dt.date.fromisoformat(end.strip())
-    except ValueError:
-        expected = "expected START:END as ISO dates, e.g. 2022-10-03:2022-12-28"
-        raise DriftInputError(f"--window {text!r}: {expected}") from None
-    if first > last:
-        raise DriftInputError(f"--window {text!r}: the start {first} is after the end {last}")
-    return first, last
+    """``START:END`` (ISO dates, inclusive, START <= END, both given)."""
+    window = DateWindow.parse(text, DriftInputError, open_ends=False)
+    return window.start, window.end
 
 
 def check_window(window: tuple[dt.date, dt.date], store: FeatureStore) -> None:

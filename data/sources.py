@@ -70,10 +70,28 @@ class DateWindow:
             mask = upper if mask is None else pc.and_(mask, upper)
         return table.filter(mask)
 
+    def __contains__(self, day: dt.date) -> bool:
+        return (self.start is None or day >= self.start) and (self.end is None or day <= self.end)
+
     def __str__(self) -> str:
         if self.start is None and self.end is None:
             return ""
         return f"dates {self.start or '...'}..{self.end or '...'}"
+
+    @classmethod
+    def parse(cls, text: str, error: type[Exception] = ValueError, *, open_ends: bool = True) -> DateWindow:
+        """``START:END`` (ISO dates, inclusive; with ``open_ends`` either may be left empty), as a
+        command's ``--window``; ``error`` (one line naming the flag) when it is not one."""
+        start, sep, end = text.partition(":")
+        try:
+            if not sep or not (open_ends or (start.strip() and end.strip())):
+                raise ValueError
+            window = cls(*(dt.date.fromisoformat(s.strip()) if s.strip() else None for s in (start, end)))
+        except ValueError:
+            raise error(f"--window {text!r}: expected START:END as ISO dates, e.g. 2022-10-03:2022-12-28") from None
+        if window.start and window.end and window.start > window.end:
+            raise error(f"--window {text!r}: the start {window.start} is after the end {window.end}")
+        return window
 
 
 def within(source: PanelSource, start: dt.date | None = None, end: dt.date | None = None) -> PanelSource:

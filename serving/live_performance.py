@@ -33,6 +33,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from rayfolio.data.conventions import CASH
+from rayfolio.data.sources import DateWindow
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.audit import RECORDS
 from rayfolio.serving.held_gauges import hold_gauge
@@ -61,33 +62,13 @@ class PerformanceConfig:
             raise LivePerformanceError(f"min_dates must be at least 1, got {self.min_dates}")
 
 
-@dataclass(frozen=True)
-class Window:
-    """As_of dates to score, both ends included; None: open."""
-
-    start: dt.date | None = None
-    end: dt.date | None = None
-
-    def __contains__(self, day: dt.date) -> bool:
-        return (self.start is None or day >= self.start) and (self.end is None or day <= self.end)
+Window = DateWindow  # as_of dates to score, both ends included; None: open
+EVERY_DATE = Window()
 
 
 def parse_window(text: str | None) -> Window:
     """``START:END`` (ISO dates; either side may be left empty) -> Window."""
-    if text is None:
-        return Window()
-    start, sep, end = text.partition(":")
-    try:
-        if not sep:
-            raise ValueError
-        window = Window(*(dt.date.fromisoformat(s) if s else None for s in (start.strip(), end.strip())))
-    except ValueError:
-        raise LivePerformanceError(
-            f"--window {text!r}: expected START:END as ISO dates, e.g. 2024-01-01:2024-06-30"
-        ) from None
-    if window.start and window.end and window.start > window.end:
-        raise LivePerformanceError(f"--window {text!r}: START is after END")
-    return window
+    return Window() if text is None else DateWindow.parse(text, LivePerformanceError)
 
 
 # ----- the audit log -------------------------------------------------------------------------
@@ -123,7 +104,7 @@ def shown_url(url: str) -> str:
         return "(an unreadable URL)"
 
 
-def read_recommendations(audit: str, window: Window = Window()) -> list[ServedRecommendation]:
+def read_recommendations(audit: str, window: Window = EVERY_DATE) -> list[ServedRecommendation]:
     """The recommendations served for as_of dates in ``window``, in the order written, from the audit
     log at ``audit`` (a SQLAlchemy URL or a SQLite file).
 

@@ -103,7 +103,7 @@ def test_the_defaults_come_from_the_run_config(store, tmp_path, capsys):
         (["--audit", "{tmp}/nope.db"], "audit log sqlite:///{tmp}/nope.db: no such file"),
         (["--audit", "nosuchdb://host/x"], "audit log nosuchdb://host/x: cannot be read"),
         (["--window", "2020-02-30:2020-03-01"], "--window '2020-02-30:2020-03-01': expected START:END"),
-        (["--window", "2020-03-01:2020-02-01"], "--window '2020-03-01:2020-02-01': START is after END"),
+        (["--window", "2020-03-01:2020-02-01"], "--window '2020-03-01:2020-02-01': the start 2020-03-01 is after"),
         (["--days", "0"], "--days must be at least 1, got 0"),
         (["--store", "{tmp}/nowhere"], "{tmp}/nowhere: not a feature store"),
     ],
