@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 from pathlib import Path
+
+
+def iso_date(text: str) -> dt.date:
+    """An argparse type: a YYYY-MM-DD day."""
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dates are YYYY-MM-DD, got {text!r}") from None
 
 
 def config_and_address(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

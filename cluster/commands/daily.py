@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rayfolio.cluster.commands.common import config_and_address, registry_option
+from rayfolio.cluster.commands.common import config_and_address, iso_date, registry_option
 
 
 def register(commands) -> None:
@@ -19,7 +19,7 @@ def register(commands) -> None:
     )))  # fmt: skip
     daily.add_argument("--store", type=Path, help="feature store (default: runs/<name>/features)")
     daily.add_argument("--source", help="new bars: CSV/Parquet file, directory or URI, or 'sp500' (none: no append)")
-    daily.add_argument("--start", help="use only new bars dated on or after this day (YYYY-MM-DD)")
+    daily.add_argument("--start", type=iso_date, help="use only new bars dated on or after this day (YYYY-MM-DD)")
     daily.add_argument("--audit", help="audit log (default: runs/<name>/audit.db when it exists)")
     daily.add_argument("--out", type=Path, help="monitor files (default: runs/monitor)")
     daily.add_argument("--submit", action="store_true", help="on a critical level, submit the staging retraining")
@@ -27,9 +27,7 @@ def register(commands) -> None:
 
 
 def _daily(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from rayfolio.cluster.config import ConfigError, load_config
+    from rayfolio.cluster.config import load_config
     from rayfolio.cluster.daily import run_daily
     from rayfolio.cluster.runtime import ray_connection
     from rayfolio.data.markdown import table
@@ -40,11 +38,7 @@ def _daily(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     store = config.store_dir(args.store)
     FeatureStore(store)  # not a store: one line, before Ray starts
-    try:
-        start = dt.date.fromisoformat(args.start) if args.start else None
-    except ValueError:
-        raise ConfigError(f"--start: dates are YYYY-MM-DD, got {args.start!r}") from None
-    source = within(make_source(args.source), start) if args.source else None
+    source = within(make_source(args.source), args.start) if args.source else None
     if source is not None:
         validate_before_ray(source)
     default_audit = config.run_dir / "audit.db"

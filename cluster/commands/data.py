@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 
-from rayfolio.cluster.commands.common import config_and_address
+from rayfolio.cluster.commands.common import config_and_address, iso_date
 
 
 def _horizons(text: str) -> tuple[int, ...]:
@@ -16,16 +15,9 @@ def _horizons(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"horizons are comma-separated trading-day counts, got {text!r}") from None
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"dates are YYYY-MM-DD, got {text!r}") from None
-
-
 def _window_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--start", type=_date, help="use only bars dated on or after this day (YYYY-MM-DD)")
-    parser.add_argument("--end", type=_date, help="use only bars dated on or before this day (YYYY-MM-DD)")
+    parser.add_argument("--start", type=iso_date, help="use only bars dated on or after this day (YYYY-MM-DD)")
+    parser.add_argument("--end", type=iso_date, help="use only bars dated on or before this day (YYYY-MM-DD)")
 
 
 def register(commands) -> None:
