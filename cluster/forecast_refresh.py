@@ -84,10 +84,10 @@ def refresh_forecasts(
     if last is not None and start <= last:
         start = last + pd.Timedelta(days=1)  # never twice the same date by the same models
     store = FeatureStore(store_path)
-    dates = pd.DatetimeIndex(np.sort(store.to_pandas(columns=[], start=start.date())["date"].unique()))
+    every = pd.DatetimeIndex(np.sort(store.to_pandas(columns=[])["date"].unique()))  # the panel's dates
+    dates = every[every >= start]
     if dates.empty:
         return RefreshSummary(str(log.path), key, 0, None, None, 0, 0, time.perf_counter() - started)
-    every = pd.DatetimeIndex(np.sort(store.to_pandas(columns=[])["date"].unique()))
     ts = every.get_indexer(dates).tolist()
     chunks = [ts[i : i + chunk] for i in range(0, len(ts), chunk)]
     task = ray.remote(num_cpus=0.5)(_forecast_dates)

@@ -9,6 +9,7 @@ output per symbol is the tail plus the new rows, flagged by what each row is for
 - ``_new``: the new dates' features and labels -> one new Parquet part;
 - ``_patch``: the last max(h) + lag old rows, whose labels the new prices complete
   -> a labels-only patch the store's readers apply over the old parts;
+- ``_resent``: stored rows whose bars came again, unchanged -> counted, nothing written;
 and the next state is the stored one with the new rows' prices and running values added,
 cut to the last L rows of each symbol.
 
@@ -52,7 +53,7 @@ from rayfolio.data.store import (
     write_state,
 )
 
-FLAGS = ("_new", "_patch")
+FLAGS = ("_new", "_patch", "_resent")
 # Two prices that differ by less than this (relative) are the same bar re-sent (CSV round trips).
 SAME_PRICE_RTOL = 1e-10
 
@@ -106,7 +107,7 @@ class SymbolAppend:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = check_symbol_rows(rows, self.source.location)
         state = self.states.get(str(rows["symbol"][0]))
-        new = self._unseen(rows, state)
+        new, resent = self._unseen(rows, state)
         keep = [c for c in ("date", "symbol", *self.value_columns, SECTOR) if c in rows]
         if state is None:
             prices = {c: new[c] for c in keep}
@@ -120,10 +121,11 @@ class SymbolAppend:
         reach = max(self.horizons) + self.label_lag  # old labels the new prices can complete
         flags = {
             "_new": index >= old,
-            "_patch": (index < old) & (index >= old - reach),
+            "_patch": (index < old) & (index >= old - reach) & (len(index) > old),
+            "_resent": (index < old) & np.isin(prices["date"], resent),  # counted, then dropped
         }
         columns = {**out, **state_rows(prices, running, len(index), self.value_columns), **flags}
-        wanted = (flags["_new"] | flags["_patch"]) & (len(index) > old)
+        wanted = flags["_new"] | flags["_patch"] | flags["_resent"]
         return {name: values[wanted] for name, values in columns.items()}
 
     @property
@@ -132,15 +134,17 @@ class SymbolAppend:
             self._states = ray.get(self._states)
         return self._states
 
-    def _unseen(self, rows: dict[str, np.ndarray], state: SymbolState | None) -> dict[str, np.ndarray]:
-        """The bars after the symbol's last stored date. A bar on a stored date with the same
-        prices is a re-sent one, dropped; anything else on or before that date is refused."""
-        if state is None:
-            return rows
+    def _unseen(
+        self, rows: dict[str, np.ndarray], state: SymbolState | None
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The bars after the symbol's last stored date, and the dates of the re-sent ones (a bar on
+        a stored date with the same prices); anything else on or before that date is refused."""
         dates = rows["date"]
+        if state is None:
+            return rows, dates[:0]
         old = np.flatnonzero(dates <= state.last_date)
         if not len(old):
-            return rows
+            return rows, dates[:0]
         stored = state.prices["date"]
         at = np.minimum(np.searchsorted(stored, dates[old]), len(stored) - 1)
         unknown = np.flatnonzero(stored[at] != dates[old])
@@ -158,7 +162,7 @@ class SymbolAppend:
                         "for a bar it already holds; rebuild the store (rayfolio data prepare)")  # fmt: skip
                 self._refuse(rows, old[j], column, rule)
         fresh = dates > state.last_date
-        return {name: values[fresh] for name, values in rows.items()}
+        return {name: values[fresh] for name, values in rows.items()}, dates[old]
 
     def _refuse(self, rows: dict[str, np.ndarray], i: int, column: str, rule: str) -> None:
         where = self.source.location(int(rows[SOURCE][i]), int(rows[ROW][i]))
@@ -193,7 +197,7 @@ def append_to_store(store_path: str | os.PathLike, source: PanelSource) -> Appen
             raise
         tables = [t for t in outputs if t.num_rows]
         table = pa.concat_tables(tables, promote_options="default") if tables else None
-        skipped = _count_resent(source, states)
+        skipped = sum(pc.sum(t.column("_resent")).as_py() or 0 for t in tables)
         if table is None or not pc.any(table.column("_new")).as_py():
             return AppendSummary(str(store.path), store.version, 0, 0, (), None, None, 0, skipped,
                                  time.perf_counter() - started)  # fmt: skip
@@ -229,17 +233,6 @@ def _read_states(store: FeatureStore) -> dict[str, SymbolState]:
     if not path.is_file() or sha256_file(path) != store.manifest["state"]["sha256"]:
         raise FeatureStoreError(f"{path}: missing or its sha256 does not match {MANIFEST}; rebuild the store")
     return read_state(path)
-
-
-def _count_resent(source: PanelSource, states: dict[str, SymbolState]) -> int:
-    """Bars on or before their symbol's last stored date (the step has checked they are re-sent ones)."""
-    count = 0
-    for unit in source.units:
-        table = source.read_unit(unit).select(["date", "symbol"])
-        for symbol, date in zip(table.column("symbol").to_pylist(), table.column("date").to_pylist(), strict=True):
-            state = states.get(symbol)
-            count += int(state is not None and np.datetime64(date) <= state.last_date)
-    return count
 
 
 def _commit(
