@@ -38,9 +38,11 @@ CLIENTS = tuple(f"client-{i:02d}-key-0123456789" for i in range(64))  # one key 
 KEYS = ",".join([USER, OTHER, BURSTY, *CLIENTS, f"{ADMIN}:admin"])
 
 
-def register_tiny_models(registry: ModelRegistry, store: FeatureStore) -> None:
+def register_tiny_models(registry: ModelRegistry, store: FeatureStore, seed: int = 0) -> None:
+    """A tiny LSTM forecaster and PPO allocator (untrained, weights from ``seed``): the first call
+    registers production versions, a later one new versions (staging)."""
     panel = Panel.from_store(store)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = TrainConfig(family="lstm", hidden=8, window=10, layers=1)
     model = build_model("lstm", config.model_kwargs(len(panel.feature_names), len(panel.horizons)))
     normalizer = Normalizer.fit(panel.features[:400])
@@ -106,7 +108,9 @@ def in_process_service(settings: ServeSettings, keys: str = KEYS):
     if settings.placement == "deployments":
         handles += [LocalHandle(Allocator(plain)), LocalHandle(RiskFilter(plain))]
     service = RecommendationService(settings, *handles)
-    return create_app(settings, service, load_api_keys({"RAYFOLIO_API_KEYS": keys}))
+    app = create_app(settings, service, load_api_keys({"RAYFOLIO_API_KEYS": keys}))
+    app.state.service = service  # for tests that change it live (experiments)
+    return app
 
 
 def serve_in_thread(app) -> tuple[str, Callable[[], None]]:

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rayfolio.serving import approvals
 from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
 from rayfolio.serving.batching import Batcher
@@ -28,6 +29,7 @@ from rayfolio.serving.errors import RequestError
 from rayfolio.serving.openapi import declare_market
 from rayfolio.serving.schemas import (
     HORIZONS,
+    Decision,
     ErrorBody,
     ErrorResponse,
     ExplanationRequest,
@@ -48,6 +50,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/doc
 ANONYMOUS_ADMIN = ApiKey("insecure-dev-anonymous", "admin")
 SYMBOLS_PATTERN = r"^[^,\s]{1,32}(,[^,\s]{1,32})*$"
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+REQUEST_ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
+PRINTABLE = r"^[\x21-\x7e]+$"
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -131,10 +135,15 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
             description="the client's id for this request (printable ASCII): a retry with the same key and body "
             "gets the first response back, recorded once in the audit log",
         ),
+        client_id: str | None = Header(
+            None, alias="X-Client-Id", min_length=1, max_length=128, pattern=PRINTABLE,
+            description="the client's stable id (e.g. an end user of an app sharing one key): what an experiment "
+            "assigns arms by; default: the API key",
+        ),
         key: ApiKey = user,
     ) -> RecommendationResponse:  # fmt: skip
         started = time.perf_counter()
-        admitted = (await service.ready()).admit(body, key_id(key.key), idempotency_key)
+        admitted = (await service.ready()).admit(body, key_id(key.key), idempotency_key, client_id)
         if isinstance(admitted, RecommendationResponse):  # a retry: its recorded answer
             return admitted
         response = await decide(admitted)
@@ -142,6 +151,32 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
             raise response
         service.metrics.served(settings.allocator, response.checks, (time.perf_counter() - started) * 1e3)
         return response
+
+    @app.get("/v1/recommendations/{request_id}", responses=ERRORS,
+             summary="a recommendation's status: ok, pending_approval, approved, rejected or expired")  # fmt: skip
+    async def recommendation(request_id: str = Path(pattern=REQUEST_ID_PATTERN), key: ApiKey = user) -> dict:
+        status = await asyncio.to_thread(approvals.recommendation_status, service.audit, request_id)
+        record = await asyncio.to_thread(service.audit.get, request_id)
+        if record.key_id != key_id(key.key) and not key.admin:  # another key's does not exist for this one
+            raise HTTPException(404, f"no recommendation {request_id!r}")
+        return status | {"recommendation": record.payload["response"]}
+
+    @app.post("/v1/recommendations/{request_id}/{action}", responses=CONFLICT,
+              summary="approve or reject a pending recommendation, with a reason (admin)")  # fmt: skip
+    async def decide_recommendation(
+        body: Decision,
+        action: Literal["approve", "reject"],
+        request_id: str = Path(pattern=REQUEST_ID_PATTERN),
+        key: ApiKey = admin,
+    ) -> dict:
+        decision = "approved" if action == "approve" else "rejected"
+        return await asyncio.to_thread(approvals.decide, service.audit, request_id, decision, body.reason,
+                                       key_id(key.key))  # fmt: skip
+
+    @app.get("/v1/experiments", responses=ERRORS, summary="the experiment this replica serves (admin)")
+    async def experiments(_: ApiKey = admin) -> dict:
+        await service.ready()
+        return service.experiment_info()
 
     @app.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
     async def explanations(body: ExplanationRequest, key: ApiKey = user) -> dict:

@@ -20,6 +20,8 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     """``environ`` (default: this process's) supplies the keys' variables to the ingress."""
     plain = settings.model_dump(mode="json")
     limits = settings.house_limits.model_dump(mode="json")
+    # The Ingress's user_config: the experiment (both placements) and, placement "ingress", the house limits.
+    experiment = {} if settings.experiment is None else {"experiment": settings.experiment}
     ensemble = serve.deployment(Ensemble, name="Ensemble").options(**settings.ensemble.options(32)).bind(plain)
     # One explanation at a time per replica (see Explainer.explain); more load means more replicas.
     explainer = serve.deployment(Explainer, name="Explainer").options(**settings.explainer.options(1)).bind(plain)
@@ -32,11 +34,12 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s),
     )
     if settings.placement == "ingress":
-        return ingress.options(user_config=limits).bind(plain, ensemble, explainer)
+        return ingress.options(user_config={**limits, **experiment}).bind(plain, ensemble, explainer)
     allocator = serve.deployment(Allocator, name="Allocator").options(**settings.allocator_scaling.options(32))
     risk = serve.deployment(RiskFilter, name="RiskFilter").options(**settings.risk_filter.options(32),
                                                                    user_config=limits)  # fmt: skip
-    return ingress.bind(plain, ensemble, explainer, allocator.bind(plain), risk.bind(plain))
+    return ingress.options(user_config=experiment).bind(plain, ensemble, explainer, allocator.bind(plain),
+                                                        risk.bind(plain))  # fmt: skip
 
 
 def app_builder(args: dict) -> serve.Application:

@@ -93,17 +93,37 @@ class Ensemble:
         self.settings = s = ServeSettings.model_validate(settings)
         self.metrics = ServiceMetrics()
         self.watch = DataWatch(s.store, s.data_poll_s, lambda panel: self._load(panel, self.model_versions), "Ensemble")
+        # Experiments' ensembles, {sorted overrides: (their forecasts, {model: version})}: loaded by
+        # ``variant`` and rebuilt with the production ensemble on a new store version.
+        self.variants: dict[tuple, tuple[LocalForecasts, dict[str, str]]] = {}
         self._load(self.watch.panel)
 
         self._batched = Batcher(self._forecast_many, max_size=16, wait_s=0.002)  # concurrent callers, one pass
 
+    def _ensemble(self, panel: Panel, versions: dict[str, str] | None) -> tuple[LocalForecasts, dict[str, str]]:
+        forecasters = load_forecasters(ModelRegistry(self.settings.registry), panel, versions=versions)
+        forecasts = LocalForecasts(ForecastEnsemble(forecasters, panel, validation_dates(self.settings, panel)))
+        return forecasts, {f.name: f.version for f in forecasters}
+
     def _load(self, panel: Panel, versions: dict[str, str] | None = None) -> None:
         """The forecasters (production, or ``versions``) on ``panel``, verified; swapped in only
         once all have loaded (one reference: a batch in flight keeps the one it started with)."""
-        forecasters = load_forecasters(ModelRegistry(self.settings.registry), panel, versions=versions)
-        forecasts = LocalForecasts(ForecastEnsemble(forecasters, panel, validation_dates(self.settings, panel)))
-        self.forecasts, self.model_versions = forecasts, {f.name: f.version for f in forecasters}
+        forecasts, model_versions = self._ensemble(panel, versions)
+        variants = {key: self._ensemble(panel, served) for key, (_, served) in self.variants.items()}
+        self.forecasts, self.model_versions, self.variants = forecasts, model_versions, variants
         self.metrics.versions(self.model_versions)
+
+    def variant(self, overrides: dict[str, str]) -> dict[str, str]:
+        """Load (verified) the ensemble with ``overrides`` ({forecaster: version}) in place of the
+        production versions, for an experiment's arm; its {model: version}. Raises when a version
+        does not verify or is not a served forecaster."""
+        key = tuple(sorted(overrides.items()))
+        if key not in self.variants:
+            unknown = sorted(set(overrides) - set(self.model_versions))
+            if unknown:
+                raise ValueError(f"{', '.join(unknown)} is not a forecaster served here")
+            self.variants[key] = self._ensemble(self.watch.panel, {**self.model_versions, **overrides})
+        return self.variants[key][1]
 
     def reload(self) -> dict:
         """Load the store's newest version and the registry's production versions now; on any
@@ -116,8 +136,14 @@ class Ensemble:
         return {"versions": self.model_versions, "min_history": self.forecasts.ensemble.min_history,
                 "data": self.watch.describe()}  # fmt: skip
 
-    async def forecast(self, t: int) -> EnsembleForecast:
+    async def forecast(self, t: int, overrides: dict[str, str] | None = None) -> EnsembleForecast:
         await self.watch.until(t)
+        if overrides:
+            forecasts = self.variants.get(tuple(sorted(overrides.items())))
+            if forecasts is None:
+                self.variant(overrides)
+                forecasts = self.variants[tuple(sorted(overrides.items()))]
+            return forecasts[0].get_now([t])[0]
         return await self._batched(t)
 
     async def _forecast_many(self, ts: list[int]) -> list[EnsembleForecast]:

@@ -4,11 +4,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
 from ray import serve
 
 from rayfolio.serving.api import create_app
 from rayfolio.serving.auth import load_api_keys
+from rayfolio.serving.experiments import experiment_from_user_config
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.service import RecommendationService
 from rayfolio.serving.settings import ServeSettings
@@ -26,6 +29,17 @@ class Ingress:
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.settings, self.service, self.keys)
 
-    def reconfigure(self, user_config: dict) -> None:
-        """House limits, live, when the risk filters run here (placement "ingress")."""
-        self.service.set_limits(HouseLimits.model_validate(user_config))
+    async def reconfigure(self, user_config: dict) -> None:
+        """Live changes from the Ingress's user_config (`serve deploy`): the experiment, and the house
+        limits when the risk filters run here (placement "ingress"). An experiment whose arms cannot be
+        loaded is refused (``GET /v1/experiments`` says why) and what served before keeps serving."""
+        config = dict(user_config or {})
+        if self.settings.placement == "ingress":
+            self.service.set_limits(HouseLimits.model_validate({k: v for k, v in config.items() if k != "experiment"}))
+        try:
+            experiment = experiment_from_user_config(config)
+        except ValueError as err:  # not a valid experiment: refused, what serves now keeps serving
+            self.service.experiment_refused = str(err)
+            return
+        # Loaded in the background: requests keep being served by what serves now meanwhile.
+        self._experiment_task = asyncio.get_running_loop().create_task(self.service.set_experiment(experiment))

@@ -19,6 +19,8 @@ EXPORTED = (
     "ray_rayfolio_forecast_cache_total",
     "ray_rayfolio_model_version_info",
     "ray_rayfolio_explanations_total",
+    "ray_rayfolio_experiment_requests_total",
+    "ray_rayfolio_experiment_latency_ms",
 )
 
 
@@ -42,6 +44,16 @@ class ServiceMetrics:
             "rayfolio_model_version_info", "1 for each model version this replica serves", tag_keys=("model", "version")
         )
         self.explanations = metrics.Counter("rayfolio_explanations_total", "explanations computed")
+        # Both arms of an experiment decide every request (one is served): per arm, decisions by outcome
+        # and the time each arm's batch took.
+        self.arm_requests = metrics.Counter(
+            "rayfolio_experiment_requests_total", "requests each experiment arm decided, by outcome",
+            tag_keys=("experiment", "arm", "outcome"),
+        )  # fmt: skip
+        self.arm_latency = metrics.Histogram(
+            "rayfolio_experiment_latency_ms", "time each experiment arm took per batch of recommendations",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("experiment", "arm"),
+        )  # fmt: skip
 
     def served(self, allocator: str, checks: Iterable, latency_ms: float) -> None:
         self.recommendations.inc(tags={"allocator": allocator})
@@ -49,6 +61,11 @@ class ServiceMetrics:
         for check in checks:
             if check.changed:
                 self.checks.inc(tags={"check": check.name})
+
+    def arm(self, experiment: str, arm: str, latency_ms: float, ok: bool, requests: int) -> None:
+        tags = {"experiment": experiment, "arm": arm}
+        self.arm_requests.inc(requests, tags={**tags, "outcome": "ok" if ok else "error"})
+        self.arm_latency.observe(latency_ms, tags=tags)
 
     def cache_lookups(self, hits: int, misses: int, where: str) -> None:
         if hits:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -31,10 +32,12 @@ from rayfolio.serving.allocator import Proposer
 from rayfolio.serving.audit import AuditLog
 from rayfolio.serving.cache import LruCache
 from rayfolio.serving.errors import RequestError, idempotency_conflict
+from rayfolio.serving.experiments import ExperimentConfig, arm_of
 from rayfolio.serving.market import Market
-from rayfolio.serving.risk import Check, HouseLimits, RiskProfile, apply_risk_filters, portfolio_vol
+from rayfolio.serving.risk import Check, HouseLimits, RiskProfile, apply_risk_filters, approval_reasons, portfolio_vol
 from rayfolio.serving.schemas import (
     CheckOut,
+    ExperimentArm,
     PortfolioRisk,
     RecommendationRequest,
     RecommendationResponse,
@@ -87,13 +90,16 @@ class LocalForecasts:
 
 class DeploymentForecasts:
     """The Ensemble deployment's forecasts, kept here too: a date's forecast never changes while
-    these models serve, so repeats skip the hop."""
+    these models serve, so repeats skip the hop. ``overrides`` ({model: version}): the ensemble with
+    those versions in place of the production ones (an experiment's arm)."""
 
-    def __init__(self, ensemble, cache_size: int = 256) -> None:
+    def __init__(self, ensemble, cache_size: int = 256, overrides: dict[str, str] | None = None) -> None:
         self.ensemble, self.cache = ensemble, LruCache[int, EnsembleForecast](cache_size)
+        self.overrides = overrides or None
 
     async def _fetch(self, ts: list[int]) -> list[EnsembleForecast]:
-        return list(await asyncio.gather(*(self.ensemble.forecast.remote(t) for t in ts)))
+        extra = () if self.overrides is None else (self.overrides,)
+        return list(await asyncio.gather(*(self.ensemble.forecast.remote(t, *extra) for t in ts)))
 
     async def get(self, ts: list[int]) -> dict[int, EnsembleForecast]:
         return dict(zip(ts, await self.cache.aget_many(ts, self._fetch), strict=True))
@@ -153,6 +159,7 @@ class Admitted:
     t: int  # date index
     current: np.ndarray  # (N+1,) current weights, cash last
     request_id: str | None  # from the Idempotency-Key; None: a fresh one
+    client_id: str = ""  # what an experiment assigns arms by: the X-Client-Id header, else key_id
 
 
 def request_id_for(key_id: str, idempotency_key: str | None) -> str | None:
@@ -163,6 +170,48 @@ def request_id_for(key_id: str, idempotency_key: str | None) -> str | None:
     return hashlib.sha256(f"{key_id}\x1f{idempotency_key}".encode()).hexdigest()[:32]
 
 
+def business_days_after(now: dt.datetime, days: int) -> dt.datetime:
+    """``now`` moved ``days`` business days (Monday to Friday) ahead, same time of day: how long a
+    recommendation stays valid (one trading day by default; exchange holidays are not modelled)."""
+    day = np.busday_offset(np.datetime64(now.date(), "D"), days, roll="forward")
+    return dt.datetime.combine(day.astype(dt.date), now.timetz())
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One side of an experiment: where its forecasts and decisions come from, what it serves."""
+
+    version: str  # the experiment's model at this arm's version
+    forecasts: Forecasts | None  # None: the pipeline's own (an allocator experiment)
+    decisions: Decisions | None  # None: the pipeline's own (a forecaster experiment)
+    model_versions: dict[str, str]  # every model this arm serves
+
+
+@dataclass(frozen=True)
+class LiveExperiment:
+    config: ExperimentConfig
+    control: Arm
+    candidate: Arm
+    # Once concluded (a conclusion record in the audit log), everyone gets the winner and no arm is tagged.
+    concluded: Literal["promote", "stop"] | None = None
+
+    def arm(self, name: str) -> Arm:
+        return self.control if name == "control" else self.candidate
+
+
+@dataclass
+class ArmOutcome:
+    """One arm's decisions for a batch, or the error that stopped it, and how long it took."""
+
+    decided: list[Decided] | None
+    forecasts: dict[int, EnsembleForecast] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    error: Exception | None = None
+
+
+ArmObserver = Callable[[str, str, float, bool, int], None]  # (experiment, arm, latency ms, ok, requests)
+
+
 class RecommendationPipeline:
     def __init__(
         self,
@@ -171,12 +220,20 @@ class RecommendationPipeline:
         decisions: Decisions,
         audit: AuditLog,
         model_versions: dict[str, str],
+        limits: HouseLimits | None = None,
     ) -> None:
         self.market, self.forecasts, self.decisions = market, forecasts, decisions
         self.audit, self.model_versions = audit, model_versions
+        self.limits = limits or getattr(decisions, "limits", None) or HouseLimits()  # its approval rules
+        self.experiment: LiveExperiment | None = None  # swapped whole by the service
+        self.observe_arm: ArmObserver | None = None  # per-arm metrics (the service's)
 
     def admit(
-        self, request: RecommendationRequest, key_id: str, idempotency_key: str | None = None
+        self,
+        request: RecommendationRequest,
+        key_id: str,
+        idempotency_key: str | None = None,
+        client_id: str | None = None,
     ) -> Admitted | RecommendationResponse:
         """Validate against the market (a bad request fails alone, before it joins a batch). A retry
         of a recorded request (same key id, same ``Idempotency-Key``) gets its recorded response."""
@@ -186,18 +243,71 @@ class RecommendationPipeline:
             if record.key_id != key_id or record.payload["request"] != request.model_dump(mode="json"):
                 raise idempotency_conflict()
             return RecommendationResponse.model_validate(record.payload["response"])
-        return Admitted(key_id, request, t, current, request_id)
+        return Admitted(key_id, request, t, current, request_id, client_id or key_id)
+
+    async def _decide(
+        self, forecasts: Forecasts, decisions: Decisions, batch: Sequence[Admitted]
+    ) -> tuple[list[Decided], dict[int, EnsembleForecast]]:
+        ts = [a.t for a in batch]
+        # Forecasts first: the allocator may propose from them (the tilt); they are cached per date.
+        by_date = await forecasts.get(sorted(set(ts)))
+        decided = await decisions.decide(
+            ts, [a.current for a in batch], [a.request.risk_profile for a in batch], [by_date[t] for t in ts]
+        )
+        return decided, by_date
+
+    async def _arm(self, arm: Arm, batch: Sequence[Admitted]) -> ArmOutcome:
+        started = time.perf_counter()
+        try:
+            decided, by_date = await self._decide(arm.forecasts or self.forecasts, arm.decisions or self.decisions,
+                                                  batch)  # fmt: skip
+        except Exception as err:
+            return ArmOutcome(None, latency_ms=(time.perf_counter() - started) * 1e3, error=err)
+        return ArmOutcome(decided, by_date, (time.perf_counter() - started) * 1e3)
 
     async def run(self, batch: Sequence[Admitted]) -> list[RecommendationResponse | RequestError]:
         """Decide a batch, audit it in one transaction, and return what each caller gets."""
-        ts = [a.t for a in batch]
-        # Forecasts first: the allocator may propose from them (the tilt); they are cached per date.
-        forecasts = await self.forecasts.get(sorted(set(ts)))
-        decided = await self.decisions.decide(
-            ts, [a.current for a in batch], [a.request.risk_profile for a in batch], [forecasts[t] for t in ts]
-        )
-        responses = [self._response(a, forecasts[a.t], *d) for a, d in zip(batch, decided, strict=True)]
-        return self._audit([(a.key_id, a.request, r) for a, r in zip(batch, responses, strict=True)])
+        experiment = self.experiment  # read once: a reconfiguration mid-batch does not split it
+        if experiment is None or experiment.concluded is not None:
+            if experiment is None:
+                forecasts, decisions, versions = self.forecasts, self.decisions, self.model_versions
+            else:
+                winner = experiment.arm("candidate" if experiment.concluded == "promote" else "control")
+                forecasts, decisions = winner.forecasts or self.forecasts, winner.decisions or self.decisions
+                versions = winner.model_versions
+            decided, by_date = await self._decide(forecasts, decisions, batch)
+            responses = [self._response(a, by_date[a.t], *d, versions) for a, d in zip(batch, decided, strict=True)]
+            return self._audit([(a.key_id, a.request, r, None) for a, r in zip(batch, responses, strict=True)])
+        return self._audit(await self._run_arms(experiment, batch))
+
+    async def _run_arms(self, experiment: LiveExperiment, batch: Sequence[Admitted]) -> list:
+        """Both arms decide the whole batch (a failed arm is measured, and its clients get the other
+        arm's answer); each client gets its assigned arm's. Returns the audit entries."""
+        config = experiment.config
+        outcomes = dict(zip(("control", "candidate"), await asyncio.gather(
+            self._arm(experiment.control, batch), self._arm(experiment.candidate, batch)), strict=True))  # fmt: skip
+        if all(o.error is not None for o in outcomes.values()):
+            raise outcomes["control"].error  # type: ignore[misc]
+        if self.observe_arm is not None:
+            for name, outcome in outcomes.items():
+                self.observe_arm(config.name, name, outcome.latency_ms, outcome.error is None, len(batch))
+        entries = []
+        for i, a in enumerate(batch):
+            assigned = arm_of(config.salt, a.client_id, config.candidate_percent)
+            served = assigned if outcomes[assigned].error is None else ("candidate" if assigned == "control"
+                                                                         else "control")  # fmt: skip
+            outcome = outcomes[served]
+            tag = ExperimentArm(name=config.name, arm=assigned, fallback=served != assigned)
+            response = self._response(a, outcome.forecasts[a.t], *outcome.decided[i],  # type: ignore[index]
+                                      experiment.arm(served).model_versions, tag)  # fmt: skip
+            arms = {name: {"version": experiment.arm(name).version,
+                           "target_weights": None if o.error else self.market.named(o.decided[i][0]),  # type: ignore[index]
+                           "latency_ms": round(o.latency_ms, 3),
+                           "error": None if o.error is None else f"{type(o.error).__name__}: {o.error}"[:300]}
+                    for name, o in outcomes.items()}  # fmt: skip
+            record = {"name": config.name, "model": config.model, "arm": assigned, "served_arm": served, "arms": arms}
+            entries.append((a.key_id, a.request, response, record))
+        return entries
 
     async def recommend(
         self, request: RecommendationRequest, key_id: str, idempotency_key: str | None = None
@@ -227,9 +337,18 @@ class RecommendationPipeline:
         return [next(served) if isinstance(a, Admitted) else a for a in admitted]
 
     def _response(
-        self, a: Admitted, forecast: EnsembleForecast, weights: np.ndarray, checks: list[Check], risk: PortfolioRisk
+        self,
+        a: Admitted,
+        forecast: EnsembleForecast,
+        weights: np.ndarray,
+        checks: list[Check],
+        risk: PortfolioRisk,
+        model_versions: dict[str, str] | None = None,
+        experiment: ExperimentArm | None = None,
     ) -> RecommendationResponse:
         market, h = self.market, forecast.horizons.index(a.request.risk_profile.horizon_days)
+        limits = self.limits
+        reasons = approval_reasons(weights - a.current, market.symbols, limits)
         return RecommendationResponse(
             request_id=a.request_id or uuid.uuid4().hex,
             as_of=market.dates[a.t].astype(dt.date),
@@ -238,25 +357,32 @@ class RecommendationPipeline:
             expected_returns=dict(zip(market.symbols, forecast.expected_return[:, h].tolist(), strict=True)),
             confidence=dict(zip(market.symbols, forecast.confidence[:, h].tolist(), strict=True)),
             portfolio_risk=risk,
-            checks=[CheckOut(name=c.name, changed=c.changed, detail=c.detail) for c in checks],
-            model_versions=self.model_versions,
+            checks=[CheckOut(name=c.name, changed=c.changed, detail=c.detail, amount=c.amount) for c in checks],
+            model_versions=model_versions if model_versions is not None else self.model_versions,
+            status="pending_approval" if reasons else "ok",
+            executable=not reasons,
+            valid_until=business_days_after(dt.datetime.now(dt.UTC).replace(microsecond=0), limits.valid_for_days),
+            approval_reasons=reasons,
+            experiment=experiment,
         )
 
     def _audit(
-        self, entries: list[tuple[str, RecommendationRequest, RecommendationResponse]]
+        self, entries: list[tuple[str, RecommendationRequest, RecommendationResponse, dict | None]]
     ) -> list[RecommendationResponse | RequestError]:
-        """(key id, request, response) records, committed together before any response leaves.
+        """(key id, request, response, experiment record or None), committed together before any
+        response leaves.
 
         Returns what each client gets: its response, or for a retry already recorded (one that
         raced its first try) the recorded response; an ``Idempotency-Key`` reused with another
         body is an error instead."""
         payloads = [{"request": request.model_dump(mode="json"), "response": response.model_dump(mode="json")}
-                    for _, request, response in entries]  # fmt: skip
+                    | ({"experiment": experiment} if experiment is not None else {})
+                    for _, request, response, experiment in entries]  # fmt: skip
         records = self.audit.append_many([(key, response.request_id, "recommendation", payload)
-                                          for (key, _, response), payload in zip(entries, payloads,
-                                                                                 strict=True)])  # fmt: skip
+                                          for (key, _, response, _), payload in zip(entries, payloads,
+                                                                                    strict=True)])  # fmt: skip
         served: list[RecommendationResponse | RequestError] = []
-        for (key, _, response), payload, record in zip(entries, payloads, records, strict=True):
+        for (key, _, response, _), payload, record in zip(entries, payloads, records, strict=True):
             if record.payload is payload:  # written by this call
                 served.append(response)
             elif record.key_id == key and record.payload["request"] == payload["request"]:

@@ -33,6 +33,25 @@ class HouseLimits(BaseModel):
     breaker_vol_ratio: float = Field(1.75, gt=1)  # 20-day over 1-year market volatility that trips it
     breaker_risky_cap: float = Field(0.5, ge=0, le=1)  # risky exposure allowed while tripped
     excluded: tuple[str, ...] = ()  # the house's own exclusions
+    # Approval: a recommendation that trades more than this (sum |trade|), or moves any one position by
+    # more than ``approval_position_change``, waits for an admin (status pending_approval); None: no rule.
+    approval_turnover: float | None = Field(None, gt=0)
+    approval_position_change: float | None = Field(None, gt=0, le=1)
+    valid_for_days: int = Field(1, ge=1, le=20)  # business days a recommendation stays valid (pending: expires)
+
+
+def approval_reasons(trades: np.ndarray, symbols: tuple[str, ...], limits: HouseLimits) -> list[str]:
+    """The house approval rules a recommendation's ``trades`` (N+1,), cash last, cross."""
+    reasons = []
+    risky = np.abs(np.asarray(trades, dtype=np.float64)[:-1])
+    turnover = float(risky.sum())
+    if limits.approval_turnover is not None and turnover > limits.approval_turnover + 1e-12:
+        reasons.append(f"turnover {turnover:.3f} above {limits.approval_turnover:.3f}")
+    if limits.approval_position_change is not None and len(risky):
+        i = int(np.argmax(risky))
+        if risky[i] > limits.approval_position_change + 1e-12:
+            reasons.append(f"{symbols[i]} changes by {risky[i]:.3f}, above {limits.approval_position_change:.3f}")
+    return reasons
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,7 @@ class Check:
     name: str
     changed: bool
     detail: str
+    amount: float = 0.0  # sum over risky assets of |weight change| this check made (0 when unchanged)
 
 
 def portfolio_vol(weights: np.ndarray, covariance: np.ndarray) -> float:
@@ -88,6 +108,9 @@ def apply_risk_filters(
         w[:-1] = new_risky
         w[-1] = 1.0 - new_risky.sum()
 
+    def amount(before: np.ndarray) -> float:
+        return float(np.abs(before[:-1] - w[:-1]).sum())
+
     def moved(before: np.ndarray) -> str:
         changed = np.flatnonzero(np.abs(before[:-1] - w[:-1]) > 1e-9)
         parts = [f"{symbols[i]} {before[i]:.3f} -> {w[i]:.3f}" for i in changed[:8]]
@@ -97,8 +120,10 @@ def apply_risk_filters(
     trades = w - current
     turnover = float(np.abs(trades[:-1]).sum())
     if turnover > limits.turnover_cap:
+        before = w.copy()
         w = current + trades * (limits.turnover_cap / turnover)
-        checks.append(Check("turnover_cap", True, f"turnover {turnover:.3f} cut to {limits.turnover_cap:.3f}"))
+        checks.append(Check("turnover_cap", True, f"turnover {turnover:.3f} cut to {limits.turnover_cap:.3f}",
+                            amount(before)))  # fmt: skip
     else:
         checks.append(Check("turnover_cap", False, f"turnover {turnover:.3f} <= {limits.turnover_cap:.3f}"))
 
@@ -107,14 +132,16 @@ def apply_risk_filters(
     excluded = set(profile.exclude) | set(limits.excluded)
     mask = np.array([s in excluded for s in symbols])
     to_cash(np.where(mask, 0.0, w[:-1]))
-    checks.append(Check("excluded_symbols", bool(np.any(before[:-1][mask] > 0)), moved(before) or "nothing held"))
+    checks.append(Check("excluded_symbols", bool(np.any(before[:-1][mask] > 0)), moved(before) or "nothing held",
+                        amount(before)))  # fmt: skip
 
     # 3. Position caps: the tighter of the user's and the house's.
     before = w.copy()
     cap = min(profile.max_position, limits.max_position)
     to_cash(np.minimum(w[:-1], cap))
     changed = bool(np.any(before[:-1] > cap + 1e-12))
-    checks.append(Check("max_position", changed, moved(before) if changed else f"every position <= {cap:.3f}"))
+    checks.append(Check("max_position", changed, moved(before) if changed else f"every position <= {cap:.3f}",
+                        amount(before)))  # fmt: skip
 
     # 4. Volatility target, scaled by risk tolerance.
     before = w.copy()
@@ -122,7 +149,7 @@ def apply_risk_filters(
     vol = portfolio_vol(w[:-1], state.covariance)
     if vol > target:
         to_cash(w[:-1] * (target / vol))
-        checks.append(Check("volatility_target", True, f"volatility {vol:.3f} scaled to {target:.3f}"))
+        checks.append(Check("volatility_target", True, f"volatility {vol:.3f} scaled to {target:.3f}", amount(before)))
     else:
         checks.append(Check("volatility_target", False, f"volatility {vol:.3f} <= target {target:.3f}"))
 
@@ -131,17 +158,19 @@ def apply_risk_filters(
     risky = float(w[:-1].sum())
     why = f"market drawdown {state.market_drawdown:.3f}, volatility ratio {state.vol_ratio:.2f}"
     if stressed and risky > limits.breaker_risky_cap:
+        before = w.copy()
         to_cash(w[:-1] * (limits.breaker_risky_cap / risky))
-        checks.append(Check("circuit_breaker", True, f"tripped ({why}): risky {risky:.3f} -> {w[:-1].sum():.3f}"))
+        checks.append(Check("circuit_breaker", True, f"tripped ({why}): risky {risky:.3f} -> {w[:-1].sum():.3f}",
+                            amount(before)))  # fmt: skip
     else:
         checks.append(Check("circuit_breaker", False, ("tripped, exposure already within cap: " if stressed else
                                                         "not tripped: ") + why))  # fmt: skip
 
     # 6. Cash floor.
     if w[-1] < limits.cash_floor - 1e-12:
-        cash = w[-1]
+        cash, before = w[-1], w.copy()
         to_cash(w[:-1] * ((1.0 - limits.cash_floor) / w[:-1].sum()))
-        checks.append(Check("cash_floor", True, f"cash {cash:.3f} raised to {limits.cash_floor:.3f}"))
+        checks.append(Check("cash_floor", True, f"cash {cash:.3f} raised to {limits.cash_floor:.3f}", amount(before)))
     else:
         checks.append(Check("cash_floor", False, f"cash {w[-1]:.3f} >= {limits.cash_floor:.3f}"))
     w[:-1] = np.maximum(w[:-1], 0.0)

@@ -131,6 +131,13 @@ class CheckOut(BaseModel):
     name: str
     changed: bool
     detail: str
+    amount: float = Field(0.0, description="sum over assets of |weight change| this check made")
+
+
+class ExperimentArm(BaseModel):
+    name: str = Field(description="the experiment (the serve config's user_config)")
+    arm: Literal["control", "candidate"] = Field(description="the arm this client is assigned to")
+    fallback: bool = Field(False, description="the assigned arm failed and the other arm's answer was served")
 
 
 class RecommendationResponse(BaseModel):
@@ -143,6 +150,21 @@ class RecommendationResponse(BaseModel):
     portfolio_risk: PortfolioRisk
     checks: list[CheckOut]
     model_versions: dict[str, str]
+    status: Literal["ok", "pending_approval"] = Field(
+        "ok", description="pending_approval: over a house approval threshold; an admin must approve it first"
+    )
+    executable: bool = Field(True, description="false until an admin approves a pending recommendation")
+    valid_until: dt.datetime | None = Field(None, description="UTC; a pending recommendation expires then")
+    approval_reasons: list[str] = Field(default_factory=list, description="the approval rules it crossed")
+    experiment: ExperimentArm | None = None
+
+
+class Decision(BaseModel):
+    """An admin's approval or rejection of a pending recommendation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    reason: str = Field(min_length=1, max_length=500, description="why, for the audit log")
 
 
 class ErrorBody(BaseModel):

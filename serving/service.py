@@ -15,17 +15,21 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 
 from rayfolio.serving.allocator import Proposer
 from rayfolio.serving.audit import AuditLog
 from rayfolio.serving.data_watch import DataWatch
 from rayfolio.serving.deployments import load_allocator, reload_models
 from rayfolio.serving.errors import RequestError
+from rayfolio.serving.experiments import ExperimentConfig, conclusion_id
 from rayfolio.serving.market import Market
 from rayfolio.serving.metrics import ServiceMetrics
 from rayfolio.serving.pipeline import (
+    Arm,
     DeploymentDecisions,
     DeploymentForecasts,
+    LiveExperiment,
     LocalDecisions,
     RecommendationPipeline,
 )
@@ -76,7 +80,14 @@ class RecommendationService:
         self.forecasts = DeploymentForecasts(ensemble)
         self.pipeline: RecommendationPipeline | None = None
         self.model_versions: dict[str, str] = {}
+        self.forecaster_versions: dict[str, str] = {}
         self.min_history = 1  # the most history any served model needs (known once ready)
+        # The experiment (A/B, canary) from the ingress's user_config: both arms loaded and verified
+        # before it serves; one that cannot be served is refused and what served before keeps serving.
+        self.experiment: LiveExperiment | None = None
+        self.experiment_config: ExperimentConfig | None = None  # as configured (maybe refused)
+        self.experiment_refused: str | None = None
+        self._conclusion_checked = 0.0
 
     @property
     def proposer(self) -> Proposer | None:
@@ -97,25 +108,118 @@ class RecommendationService:
             if self.proposer is not None:
                 infos.append({"versions": self.local_versions, "min_history": self.proposer.min_history})
             self.model_versions = {k: v for info in infos for k, v in info["versions"].items()}
+            self.forecaster_versions = infos[0]["versions"]  # the Ensemble's (first in ``_remote``)
             self.min_history = max(info.get("min_history", 1) for info in infos)
             self.pipeline = self._pipeline(*self.local)
+        self._check_conclusion()
         return self.pipeline
 
     def _pipeline(self, panel: Panel, proposer: Proposer | None) -> RecommendationPipeline:
         market = Market(panel, self.min_history)
-        decisions = (LocalDecisions(proposer, market, self.limits) if proposer is not None
-                     else DeploymentDecisions(self.allocator, self.risk_filter))  # fmt: skip
-        return RecommendationPipeline(market, self.forecasts, decisions, self.audit, self.model_versions)
+        pipeline = RecommendationPipeline(market, self.forecasts, self._decisions(market, proposer), self.audit,
+                                          self.model_versions, self.limits)  # fmt: skip
+        pipeline.experiment, pipeline.observe_arm = self.experiment, self.metrics.arm
+        return pipeline
+
+    def _decisions(self, market: Market, proposer: Proposer | None) -> LocalDecisions | DeploymentDecisions:
+        if proposer is not None:
+            return LocalDecisions(proposer, market, self.limits)
+        return DeploymentDecisions(self.allocator, self.risk_filter)
+
+    # ----- experiments ---------------------------------------------------------------------------
+
+    async def set_experiment(self, config: ExperimentConfig | None) -> None:
+        """Serve ``config`` (None: no experiment) once both arms have loaded and verified. One that
+        cannot be served (a version that does not verify, a model not served here) is refused with
+        its reason (``experiment_info``) and what served before keeps serving: no request fails."""
+        self.experiment_config = config
+        if config is None:
+            self._use_experiment(None)
+            self.experiment_refused = None
+            return
+        try:
+            await self.ready()
+            live = await self._load_experiment(config, self.local[0])
+        except Exception as err:  # whatever stops a load (checksums, a missing version): keep serving
+            self.experiment_refused = str(err).replace(str(self.settings.registry), "<registry>")
+            logger.warning("experiment %s refused, still serving %s: %s", config.name,
+                           self.experiment.config.name if self.experiment else "no experiment",
+                           self.experiment_refused)  # fmt: skip
+            return
+        self.experiment_refused = None
+        self._use_experiment(live)
+        self._conclusion_checked = 0.0
+        self._check_conclusion()
+
+    def _use_experiment(self, live: LiveExperiment | None) -> None:
+        self.experiment = live
+        if self.pipeline is not None:
+            self.pipeline.experiment = live
+
+    async def _load_experiment(self, config: ExperimentConfig, panel: Panel) -> LiveExperiment:
+        model, served = config.model, self.model_versions
+        if model not in served:
+            raise RequestError("experiment_refused", f"{model} is not served here (served: {', '.join(served)})")
+        arms = {}
+        for arm, version in (("control", config.control), ("candidate", config.candidate)):
+            versions = {**served, model: version}
+            if model in self.local_versions:  # the allocator, run here: its two versions side by side
+                proposer, _ = await asyncio.to_thread(load_allocator, self.settings, panel, {model: version})
+                arms[arm] = Arm(version, None, self._decisions(Market(panel, self.min_history), proposer), versions)
+            elif model in self.forecaster_versions:  # the Ensemble deployment loads (and verifies) the variant
+                await self.ensemble.variant.remote({model: version})
+                arms[arm] = Arm(version, DeploymentForecasts(self.ensemble, overrides={model: version}), None, versions)
+            else:
+                why = "experiments on the allocator need placement 'ingress' (here it runs in the Allocator deployment)"
+                raise RequestError("experiment_refused", f"{model}: {why}")
+        return LiveExperiment(config, arms["control"], arms["candidate"], self._concluded(config))
+
+    def _concluded(self, config: ExperimentConfig) -> str | None:
+        record = self.audit.get(conclusion_id(config.name))
+        return None if record is None else record.payload["action"]
+
+    def _check_conclusion(self) -> None:
+        """A promotion or stop recorded (by any replica, or the CLI) ends the experiment here too:
+        checked at most every ``data_poll_s``."""
+        live = self.experiment
+        if live is None or live.concluded is not None:
+            return
+        now = time.monotonic()
+        if now - self._conclusion_checked < self.settings.data_poll_s:
+            return
+        self._conclusion_checked = now
+        concluded = self._concluded(live.config)
+        if concluded is not None:
+            self._use_experiment(LiveExperiment(live.config, live.control, live.candidate, concluded))
+
+    def experiment_info(self) -> dict:
+        live = self.experiment
+        return {
+            "configured": None if self.experiment_config is None else self.experiment_config.model_dump(),
+            "serving": None if live is None else {**live.config.model_dump(), "concluded": live.concluded},
+            "refused": self.experiment_refused,
+        }
 
     def _use_data(self, panel: Panel) -> None:
         """A new store version (in the watch's thread): the served policy on it, then one swap."""
         proposer = None
         if self.proposer is not None:
             proposer, _ = load_allocator(self.settings, panel, self.local_versions)
+        if self.experiment is not None and self.experiment.config.model in self.local_versions:
+            self.experiment = self._experiment_on(panel, self.experiment)
         pipeline = self._pipeline(panel, proposer) if self.pipeline is not None else None
         self.local = (panel, proposer)
         if self.pipeline is not None:  # (built by ``ready`` meanwhile: on the old panel, maybe)
             self.pipeline = pipeline or self._pipeline(panel, proposer)
+
+    def _experiment_on(self, panel: Panel, live: LiveExperiment) -> LiveExperiment:
+        """An allocator experiment's two policies on a new store version (in the watch's thread)."""
+        arms = []
+        for arm in (live.control, live.candidate):
+            proposer, _ = load_allocator(self.settings, panel, {live.config.model: arm.version})
+            arms.append(Arm(arm.version, arm.forecasts, self._decisions(Market(panel, self.min_history), proposer),
+                            arm.model_versions))  # fmt: skip
+        return LiveExperiment(live.config, *arms, live.concluded)
 
     def data(self) -> dict:
         """The store version and last date this replica serves, and how long its last switch took."""
@@ -124,8 +228,14 @@ class RecommendationService:
     def set_limits(self, limits: HouseLimits) -> None:
         """House limits, live, for the risk filters that run here (placement "ingress")."""
         self.limits = limits
-        if self.pipeline is not None and isinstance(self.pipeline.decisions, LocalDecisions):
-            self.pipeline.decisions.limits = limits
+        if self.pipeline is not None:
+            self.pipeline.limits = limits
+            if isinstance(self.pipeline.decisions, LocalDecisions):
+                self.pipeline.decisions.limits = limits
+        if self.experiment is not None:
+            for arm in (self.experiment.control, self.experiment.candidate):
+                if isinstance(arm.decisions, LocalDecisions):
+                    arm.decisions.limits = limits
 
     async def forecast(self, t: int) -> EnsembleForecast:
         cache = self.forecasts.cache

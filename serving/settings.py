@@ -59,6 +59,9 @@ class ServeSettings(BaseModel):
     # (e.g. a large policy on GPU workers of a cluster).
     placement: Literal["ingress", "deployments"] = "ingress"
     house_limits: HouseLimits = HouseLimits()
+    # An experiment (A/B, canary: serving/experiments.py ExperimentConfig fields) in the Ingress's
+    # user_config beside the house limits: `serve deploy` changes it live; None: no experiment.
+    experiment: dict | None = None
     rate_per_key: float = Field(50.0, gt=0)  # requests per second per key, per ingress replica
     burst_per_key: int = Field(100, ge=1)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
@@ -153,7 +156,10 @@ def read_serve_config(path: Path, app_name: str = "rayfolio") -> ServeConfig:
     # `serve deploy`); the settings carry them to `rayfolio serve` the same way.
     limits = [d["user_config"] for d in app.get("deployments", []) if isinstance(d, dict) and "user_config" in d]
     if limits:
-        args["house_limits"] = limits[0]
+        limits = dict(limits[0])
+        if "experiment" in limits:
+            args["experiment"] = limits.pop("experiment")
+        args["house_limits"] = limits
     http = raw.get("http_options") or {}
     return ServeConfig(settings=args, host=http.get("host", "127.0.0.1"), port=http.get("port", 8000))
 
