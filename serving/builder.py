@@ -18,7 +18,8 @@ from rayfolio.serving.settings import ServeSettings, secrets_from, settings_from
 
 def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) -> serve.Application:
     """``environ`` (default: this process's) supplies the keys' variables to the ingress."""
-    plain = settings.model_dump(mode="json")
+    # The experiment travels only in the Ingress's user_config: changing it reconfigures replicas live.
+    plain = settings.model_dump(mode="json", exclude={"experiment"})
     limits = settings.house_limits.model_dump(mode="json")
     # The Ingress's user_config: the experiment (both placements) and, placement "ingress", the house limits.
     experiment = {} if settings.experiment is None else {"experiment": settings.experiment}

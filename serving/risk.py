@@ -35,8 +35,9 @@ class HouseLimits(BaseModel):
     excluded: tuple[str, ...] = ()  # the house's own exclusions
     # Approval: a recommendation that trades more than this (sum |trade|), or moves any one position by
     # more than ``approval_position_change``, waits for an admin (status pending_approval); None: no rule.
-    approval_turnover: float | None = Field(None, gt=0)
-    approval_position_change: float | None = Field(None, gt=0, le=1)
+    # The defaults catch trades larger than the whole portfolio and moves larger than the position cap.
+    approval_turnover: float | None = Field(1.0, gt=0)
+    approval_position_change: float | None = Field(0.25, gt=0, le=1)
     valid_for_days: int = Field(1, ge=1, le=20)  # business days a recommendation stays valid (pending: expires)
 
 

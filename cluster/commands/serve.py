@@ -30,7 +30,8 @@ def default_serve_config() -> Path:
 def register(commands) -> None:
     serve_cmd = config_and_address(commands.add_parser("serve", help="the recommendation service (Ray Serve) on "
                                                                      "127.0.0.1:8000"))  # fmt: skip
-    serve_cmd.add_argument("--serve-config", type=Path, help="Serve config YAML, the one `serve deploy` takes "
+    serve_cmd.add_argument("--serve-config", type=Path, help="Serve config YAML, the one `serve deploy` takes; "
+                           "edits to it are deployed while it serves (an experiment: live) "
                            "(default: cluster/serve_config.yaml)")  # fmt: skip
     serve_cmd.add_argument("--store", type=Path, help="feature store (default: runs/<name>/features)")
     registry_option(serve_cmd)
@@ -74,7 +75,6 @@ def serve_settings(args: argparse.Namespace):
 
 def _serve(args: argparse.Namespace) -> None:
     import signal
-    import time
 
     from ray import serve
 
@@ -107,9 +107,48 @@ def _serve(args: argparse.Namespace) -> None:
             url, url, settings.capacity, url, auth,
         )  # fmt: skip
         try:
-            while True:
-                time.sleep(3600)
+            follow_serve_config(args, settings)
         except KeyboardInterrupt:
             pass
         finally:
             serve.shutdown()
+
+
+def follow_serve_config(args: argparse.Namespace, settings, poll_s: float = 2.0) -> None:
+    """Deploy again whenever the serve config file changes, as `serve deploy` would: a change of the
+    Ingress's user_config only (the experiment) reconfigures the running replicas in place; other
+    changes roll them. A file that no longer validates is refused with one line and the running
+    app keeps serving."""
+    import time
+
+    from ray import serve
+
+    from rayfolio.cluster.config import ConfigError
+    from rayfolio.serving.builder import build_app
+
+    path = args.serve_config or default_serve_config()
+
+    def stamp() -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    seen = stamp()
+    while True:
+        time.sleep(poll_s)
+        now = stamp()
+        if now is None or now == seen:
+            continue
+        seen = now
+        try:
+            changed, _, _ = serve_settings(args)
+        except ConfigError as err:
+            logger.error("%s changed but cannot be used, still serving the last one: %s", path, err)
+            continue
+        changed = changed.model_copy(update={"insecure_dev": settings.insecure_dev})
+        if changed != settings:
+            logger.info("%s changed: deploying it", path)
+            serve.run(build_app(changed), name="rayfolio", route_prefix="/")
+            settings = changed

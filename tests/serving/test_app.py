@@ -7,12 +7,24 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.tiny_market import ADMIN, BURSTY, CLIENTS, OTHER, USER, auth, serve_tiny, tiny_settings
+from bench.tiny_market import (
+    ADMIN,
+    BURSTY,
+    CLIENTS,
+    KEYS,
+    OTHER,
+    USER,
+    auth,
+    register_tiny_models,
+    serve_tiny,
+    tiny_settings,
+)
 from rayfolio.data.store import FeatureStore
 from rayfolio.serving.audit import RECORDS, AuditLog
 from rayfolio.serving.builder import build_app
 from rayfolio.serving.risk import HouseLimits
 from rayfolio.serving.settings import Autoscaling
+from rayfolio.training.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")
@@ -333,3 +345,47 @@ def test_the_backtests_served_path_is_what_the_running_service_answers(service, 
         r = client.post("/v1/recommendations", json=body, headers=auth(CLIENTS[-1]))
         assert r.status_code == 200, r.text
         np.testing.assert_array_equal(weights_of(pipeline.market.symbols, r.json()["target_weights"]), target)
+
+
+def test_an_experiment_changes_live_with_the_ingress_user_config(service):
+    """`serve deploy` with a new user_config: the replicas reconfigure in place (no restart) and
+    serve the experiment once both arms have loaded; an invalid one is refused, the last keeps serving."""
+    import time
+
+    from ray import serve
+
+    client, settings, store = service
+    register_tiny_models(ModelRegistry(settings.registry), store, seed=1)  # v0002 of each, staging
+    environ = {"RAYFOLIO_API_KEYS": KEYS, "RAYFOLIO_AUDIT_KEY": "audit-secret"}
+    headers = {**auth(CLIENTS[40]), "X-Client-Id": "app-user-7"}
+
+    def deploy(experiment: dict | None) -> None:
+        app = build_app(settings.model_copy(update={"experiment": experiment}), environ)
+        serve.run(app, name="rayfolio", route_prefix="/")
+
+    def tag_becomes(expected, timeout_s: float = 60) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            r = client.post("/v1/recommendations", json={}, headers=headers)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            if (out["experiment"] or {}).get("arm") == expected or (expected is None and out["experiment"] is None):
+                return out
+            assert time.monotonic() < deadline, out["experiment"]
+            time.sleep(0.5)
+
+    canary = {"name": "live", "model": "ppo-allocator", "control": "v0001", "candidate": "v0002",
+              "candidate_percent": 100.0}  # fmt: skip
+    deploy(canary)
+    out = tag_becomes("candidate")
+    assert out["model_versions"]["ppo-allocator"] == "v0002"
+    deploy({**canary, "candidate": "v0001"})  # candidate equals control: refused, the canary serves on
+    deadline = time.monotonic() + 30
+    while "nothing to compare" not in str(client.get("/v1/experiments", headers=auth(ADMIN)).json()["refused"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert tag_becomes("candidate")["model_versions"]["ppo-allocator"] == "v0002"
+    deploy({**canary, "candidate_percent": 0.0})
+    tag_becomes("control")
+    deploy(None)
+    tag_becomes(None)

@@ -28,7 +28,8 @@ def test_the_rules_name_what_crossed_them():
     assert approval_reasons(np.array([0.1, -0.1, 0.05, -0.05]), symbols, limits) == []
     reasons = approval_reasons(np.array([0.3, -0.25, 0.0, -0.05]), symbols, limits)
     assert reasons == ["turnover 0.550 above 0.500", "A changes by 0.300, above 0.200"]
-    assert approval_reasons(np.array([0.9, 0.0, 0.0, -0.9]), symbols, HouseLimits()) == []  # no rule: none
+    none = HouseLimits(approval_turnover=None, approval_position_change=None)
+    assert approval_reasons(np.array([0.9, 0.0, 0.0, -0.9]), symbols, none) == []  # no rule: none
 
 
 def test_valid_for_counts_business_days():
