@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import FastAPI
 from ray import serve
 
@@ -41,5 +39,6 @@ class Ingress:
         except ValueError as err:  # not a valid experiment: refused, what serves now keeps serving
             self.service.experiment_refused = str(err)
             return
-        # Loaded in the background: requests keep being served by what serves now meanwhile.
-        self._experiment_task = asyncio.get_running_loop().create_task(self.service.set_experiment(experiment))
+        # Awaited: a replica that starts with an experiment is ready only once both arms are loaded
+        # (Serve keeps the old replicas serving until then), and a running one serves on meanwhile.
+        await self.service.set_experiment(experiment)
