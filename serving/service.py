@@ -163,7 +163,10 @@ class RecommendationService:
         arms = {}
         for arm, version in (("control", config.control), ("candidate", config.candidate)):
             versions = {**served, model: version}
-            if model in self.local_versions:  # the allocator, run here: its two versions side by side
+            if versions == served:  # the production version: the pipeline's own forecasts and decisions
+                await asyncio.to_thread(self.registry.get, model, version)  # (verified, like any arm)
+                arms[arm] = Arm(version, None, None, versions)
+            elif model in self.local_versions:  # the allocator, run here: its two versions side by side
                 proposer, _ = await asyncio.to_thread(load_allocator, self.settings, panel, {model: version})
                 arms[arm] = Arm(version, None, self._decisions(Market(panel, self.min_history), proposer), versions)
             elif model in self.forecaster_versions:  # the Ensemble deployment loads (and verifies) the variant
@@ -266,6 +269,8 @@ class RecommendationService:
             self.pipeline.model_versions = self.model_versions
         if self.model_versions != before:
             self.forecasts.cache.clear()  # forecasts of the models served before
+            if self.experiment_config is not None:  # its arms, again on the new production versions
+                await self.set_experiment(self.experiment_config)
         refused = sorted({r["error"] for r in results if r["error"]})
         if refused:
             raise RequestError("reload_refused", f"{'; '.join(refused)}; still serving {self.model_versions}", 409)
