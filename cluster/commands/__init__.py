@@ -9,4 +9,5 @@ load torch or Ray's libraries; heavy imports go inside the handlers.
 """
 
 # Order = the order in `rayfolio --help`.
-COMMAND_MODULES = ("run", "data", "train", "rl", "forecasts", "serve", "models", "monitor", "daily", "submit")
+COMMAND_MODULES = ("run", "data", "train", "rl", "forecasts", "serve", "experiment", "models", "monitor", "daily",
+                   "submit")  # fmt: skip
