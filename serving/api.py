@@ -26,6 +26,7 @@ from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
 from rayfolio.serving.batching import Batcher
 from rayfolio.serving.errors import RequestError
+from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
 from rayfolio.serving.openapi import declare_market
 from rayfolio.serving.schemas import (
     HORIZONS,
@@ -38,6 +39,7 @@ from rayfolio.serving.schemas import (
 )
 from rayfolio.serving.service import RecommendationService
 from rayfolio.serving.settings import ServeSettings
+from rayfolio.training.registry import RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +180,44 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         await service.ready()
         return service.experiment_info()
 
+    @app.get("/v1/experiments/{name}", responses=ERRORS,
+             summary="an experiment's arms, their paired per-date comparison and the decision (admin)")  # fmt: skip
+    async def experiment(
+        name: str = Path(pattern=NAME_PATTERN),
+        cost_bps: float = Query(10.0, ge=0, le=1000, description="costs per unit of turnover in the comparison"),
+        _: ApiKey = admin,
+    ) -> dict:
+        await service.ready()
+        status = await asyncio.to_thread(experiment_outcome, service, name, cost_bps)
+        return status.model_dump(mode="json")
+
+    @app.post("/v1/experiments/{name}/{action}", responses=CONFLICT,
+              summary="promote the candidate (only when the decision is promote) or stop (admin)")  # fmt: skip
+    async def conclude(
+        action: Literal["promote", "stop"],
+        name: str = Path(pattern=NAME_PATTERN),
+        cost_bps: float = Query(10.0, ge=0, le=1000),
+        key: ApiKey = admin,
+    ) -> dict:
+        await service.ready()
+
+        def run() -> dict:
+            status = experiment_outcome(service, name, cost_bps)
+            try:
+                record = conclude_experiment(service.audit, service.registry if action == "promote" else None, name,
+                                             action, key_id(key.key), status)  # fmt: skip
+            except ExperimentError as err:
+                raise RequestError(err.code, str(err), err.http_status) from None
+            except RegistryError as err:  # the candidate no longer verifies: nothing recorded, nothing moved
+                raise RequestError(
+                    "registry", str(err).replace(str(service.registry.root), "<registry>"), 409
+                ) from None
+            return {"concluded": record.payload["action"], "seq": record.seq, "status": status.model_dump(mode="json")}
+
+        out = await asyncio.to_thread(run)
+        service.concluded_now()  # this replica at once; the others within data_poll_s
+        return out
+
     @app.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
     async def explanations(body: ExplanationRequest, key: ApiKey = user) -> dict:
         market = (await service.ready()).market
@@ -272,6 +312,14 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         }  # fmt: skip
 
     return app
+
+
+def experiment_outcome(service: RecommendationService, name: str, cost_bps: float):
+    """The experiment's status from the audit log and the served prices; its errors as HTTP errors."""
+    try:
+        return experiment_status(service.audit, name, service.local[0], cost_bps=cost_bps)
+    except ExperimentError as err:
+        raise RequestError(getattr(err, "code", "experiment"), str(err), getattr(err, "http_status", 422)) from None
 
 
 def _within_rate(key: ApiKey, limiter: RateLimiter) -> ApiKey:

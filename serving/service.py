@@ -195,6 +195,11 @@ class RecommendationService:
         if concluded is not None:
             self._use_experiment(LiveExperiment(live.config, live.control, live.candidate, concluded))
 
+    def concluded_now(self) -> None:
+        """A conclusion was just recorded here: look for it now rather than within ``data_poll_s``."""
+        self._conclusion_checked = 0.0
+        self._check_conclusion()
+
     def experiment_info(self) -> dict:
         live = self.experiment
         return {

@@ -161,3 +161,32 @@ def test_large_recommendations_wait_for_an_admin(served, built):
     assert r.status_code == 422
     log = AuditLog(built.audit_url)
     assert log.verify().ok and log.get(f"decision:{rid}").kind == "approval"
+
+
+def test_experiment_routes_mirror_the_cli(built, tmp_path):
+    settings = built.model_copy(update={"audit_url": f"sqlite:///{tmp_path / 'audit.db'}"})
+    app = in_process_service(settings, keys=f"{USER},{ADMIN}:admin")
+    with TestClient(app) as client:
+        asyncio.run(app.state.service.set_experiment(experiment(name="routes", candidate_percent=30.0)))
+        dates = [str(d)[:10] for d in app.state.service.local[0].dates[-30:-1]]
+        for d in dates:
+            for user in ("u1", "u2", "u3"):
+                r = client.post("/v1/recommendations", json={"as_of": d}, headers={**auth(USER), "X-Client-Id": user})
+                assert r.status_code == 200, r.text
+        assert client.get("/v1/experiments/routes", headers=auth(USER)).status_code == 403
+        assert client.get("/v1/experiments/nope", headers=auth(ADMIN)).status_code == 404
+        status = client.get("/v1/experiments/routes", headers=auth(ADMIN)).json()
+        assert status["name"] == "routes" and status["decision"] in ("continue", "promote", "stop")
+        arms = status["arms"]
+        assert arms["control"]["requests"] + arms["candidate"]["requests"] == 3 * len(dates) == status["records"]
+        assert status["comparison"]["dates"] == len(dates)  # every as_of has its next day: all scored
+        if status["decision"] != "promote":
+            r = client.post("/v1/experiments/routes/promote", headers=auth(ADMIN))
+            assert r.status_code == 409 and r.json()["error"]["code"] == "experiment_not_ready"
+        r = client.post("/v1/experiments/routes/stop", headers=auth(ADMIN))
+        assert r.status_code == 200 and r.json()["concluded"] == "stop", r.text
+        assert client.post("/v1/experiments/routes/stop", headers=auth(ADMIN)).json()["error"]["code"] == (
+            "already_concluded")  # fmt: skip
+        out = recommend(client, "u1")
+        assert out["experiment"] is None and out["model_versions"]["ppo-allocator"] == "v0001"  # stopped: control
+        assert client.get("/v1/experiments/routes", headers=auth(ADMIN)).json()["decision"] == "stopped"
