@@ -18,13 +18,14 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rayfolio.serving import approvals
 from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
 from rayfolio.serving.batching import Batcher
+from rayfolio.serving.compliance import compliance_report, to_csv, to_markdown
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
 from rayfolio.serving.openapi import declare_market
@@ -310,6 +311,22 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
             "records": [{"seq": r.seq, "created_at": r.created_at, "key_id": r.key_id, "request_id": r.request_id,
                          "kind": r.kind, "payload": r.payload, "hash": r.hash} for r in records],
         }  # fmt: skip
+
+    @app.get("/v1/audit/report", responses=ERRORS,
+             summary="the compliance report of the audit log over a window of days (admin)")  # fmt: skip
+    async def audit_report(
+        start: Annotated[dt.date | None, Query(alias="from", description="first day (UTC), inclusive")] = None,
+        end: Annotated[dt.date | None, Query(alias="to", description="last day (UTC), inclusive")] = None,
+        format: Literal["json", "md", "csv"] = "json",
+        _: ApiKey = admin,
+    ):
+        if start is not None and end is not None and start > end:
+            raise RequestError("invalid_request", f"from {start} is after to {end}")
+        report = await asyncio.to_thread(compliance_report, service.audit, start, end)
+        if format == "json":
+            return report.model_dump(mode="json")
+        text, media = (to_markdown(report), "text/markdown") if format == "md" else (to_csv(report), "text/csv")
+        return PlainTextResponse(text, media_type=f"{media}; charset=utf-8")
 
     return app
 

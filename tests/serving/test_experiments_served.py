@@ -136,7 +136,7 @@ def test_a_concluded_experiment_serves_its_winner_to_everyone(built, tmp_path):
 def test_large_recommendations_wait_for_an_admin(served, built):
     client, service = served
     asyncio.run(service.set_experiment(None))
-    symbol = service.pipeline.market.symbols[0]
+    symbol = str(service.local[0].symbols[0])
     big = recommend(client, "a", {symbol: 1.0})  # selling most of one position: turnover over 0.9
     assert big["status"] == "pending_approval" and not big["executable"] and big["approval_reasons"]
     assert "turnover" in big["approval_reasons"][0] and big["valid_until"] is not None
@@ -161,6 +161,15 @@ def test_large_recommendations_wait_for_an_admin(served, built):
     assert r.status_code == 422
     log = AuditLog(built.audit_url)
     assert log.verify().ok and log.get(f"decision:{rid}").kind == "approval"
+    # The compliance report over HTTP (admin) counts the decision and names the chain's last hash.
+    assert client.get("/v1/audit/report", headers=auth(USER)).status_code == 403
+    report = client.get("/v1/audit/report", headers=auth(ADMIN)).json()
+    last = log.records(limit=1, offset=log.count() - 1)[0]
+    assert report["database"]["chain"]["ok"] and report["database"]["last_hash"] == last.hash
+    markdown = client.get("/v1/audit/report", params={"format": "md"}, headers=auth(ADMIN))
+    assert markdown.headers["content-type"].startswith("text/markdown") and "approved" in markdown.text
+    r = client.get("/v1/audit/report", params={"from": "2026-02-01", "to": "2026-01-01"}, headers=auth(ADMIN))
+    assert r.status_code == 422 and "after" in r.json()["error"]["message"]
 
 
 def test_experiment_routes_mirror_the_cli(built, tmp_path):
