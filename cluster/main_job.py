@@ -28,7 +28,7 @@ import yaml
 from rayfolio.cluster.config import RunConfig, check_env_features, check_index_file
 from rayfolio.cluster.daily import day_two_section, rehearse_day_two
 from rayfolio.cluster.runtime import ray_connection
-from rayfolio.cluster.served import served_factory, walk_forward_ensemble
+from rayfolio.cluster.served import oversight_section, served_factory, walk_forward_ensemble
 from rayfolio.data.features import available_features
 from rayfolio.data.markdown import Report, table
 from rayfolio.data.overview import data_overview, data_section
@@ -174,6 +174,8 @@ def run_main_job(
         confidence_section(report, reliability_table(ensemble, test, horizon), horizon)
     tilt_section(report, allocation)
     allocation_section(report, allocation, config.allocation, run_dir)
+    if allocation.served is not None:
+        oversight_section(report, run_dir / "served_audit.db")
     if rehearsal is not None:
         day_two_section(report, rehearsal, run_dir)
     return report.write(run_dir / "report.md")

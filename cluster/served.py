@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from rayfolio.cluster.config import ConfigError, RunConfig
+from rayfolio.data.markdown import Report, table
 from rayfolio.data.splits import PurgedDateSplitter, SplitConfig
 from rayfolio.rl.stage import ServedFactory
 from rayfolio.serving.replay import replay_pipeline, served_strategies
@@ -91,3 +94,32 @@ def served_factory(
         return served_strategies(pipeline, profiles), [note]
 
     return build
+
+
+def oversight_section(report: Report, audit_path: Path) -> None:
+    """The served path's audit log as a compliance officer would read it (serving/compliance.py):
+    the chain, how many recommendations the house approval rules would have held for an admin, and
+    what each risk check changed."""
+    from rayfolio.serving.audit import AuditLog, sqlite_url
+    from rayfolio.serving.compliance import compliance_report
+
+    if not audit_path.exists():
+        return
+    figures = compliance_report(AuditLog(sqlite_url(audit_path)), None, None)
+    recs, chain = figures.recommendations, figures.database.chain
+    held = recs.by_status.get("pending_approval", 0)
+    rows = [{"check": name, "evaluated": c.evaluated, "changed weights": c.changed,
+             "share changed": c.changed / c.evaluated if c.evaluated else float("nan"),
+             "mean weight moved when it did": c.amount_mean} for name, c in figures.checks.items()]  # fmt: skip
+    checks = pd.DataFrame(rows).set_index("check")
+    report.add(
+        "Oversight: the served path's audit log",
+        f"Every recommendation of the served path above went through the service's audit log "
+        f"({audit_path.name}): {chain.records} records, hash chain "
+        f"{'verified' if chain.ok else 'BROKEN: ' + chain.reason}, last hash `{figures.database.last_hash}`. "
+        f"The house approval rules (serve config: approval_turnover, approval_position_change) would have "
+        f"held {held} of {recs.total} recommendations ({held / max(recs.total, 1):.1%}) for an admin's "
+        f"approval; the backtest executes them as if approved. `rayfolio audit report --audit "
+        f"{audit_path}` gives the full compliance report.",
+        table(checks, floatfmt=".3f"),
+    )
