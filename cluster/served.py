@@ -108,7 +108,7 @@ def oversight_section(report: Report, audit_path: Path) -> None:
     figures = compliance_report(AuditLog(sqlite_url(audit_path)), None, None)
     recs, chain = figures.recommendations, figures.database.chain
     held = recs.by_status.get("pending_approval", 0)
-    rows = [{"check": name, "evaluated": c.evaluated, "changed weights": c.changed,
+    rows = [{"check": name, "evaluated": str(c.evaluated), "changed weights": str(c.changed),
              "share changed": c.changed / c.evaluated if c.evaluated else float("nan"),
              "mean weight moved when it did": c.amount_mean} for name, c in figures.checks.items()]  # fmt: skip
     checks = pd.DataFrame(rows).set_index("check")
