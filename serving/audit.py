@@ -7,9 +7,13 @@ truncated tail. With ``RAYFOLIO_AUDIT_KEY`` set the hashes are HMAC-SHA256
 under that key, so someone who can write to the database but does not hold
 the key cannot rebuild a consistent chain after an edit.
 
-Storage is any SQLAlchemy URL; the embedded default is a SQLite file. Appends
-take the database's write lock (the chain head row), so replicas in several
-processes append one at a time and the chain stays linear.
+Storage is any SQLAlchemy URL; the embedded default is a SQLite file, and
+PostgreSQL (``postgresql+psycopg://user:pass@host/db``) is the tested server
+database for replicas on several nodes. Every append takes a lock on the chain
+head row first (PostgreSQL: ``SELECT ... FOR UPDATE``; SQLite: ``BEGIN
+IMMEDIATE``, the file's write lock), so appenders in any process on any node
+append one at a time and the chain never forks. One append is one transaction:
+a writer killed half way leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import hashlib
 import hmac
 import json
 import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,26 +88,77 @@ def sqlite_url(path: str | os.PathLike) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
-def _sqlite_pragmas(connection, _record) -> None:
+# The key of the advisory lock that serialises creating the tables (any constant; a lock per database).
+_CREATE_LOCK = 0x7261796661
+
+
+def _sqlite_connect(connection, _record) -> None:
+    # pysqlite's legacy mode would BEGIN only before DML and run SELECT and CREATE outside any
+    # transaction; with it off, SQLAlchemy's "begin" event below emits every BEGIN itself, so a
+    # read (verify) is one snapshot and creating the tables is one transaction.
+    connection.isolation_level = None
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL: readers never block the appender, and a commit is one sequential write;
+    # synchronous=NORMAL keeps every commit across a crash of the process (not of the OS).
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as err:
+            # A new file turns to WAL (for good) under an exclusive lock, and SQLite answers "locked" at
+            # once, without its busy wait, while another connection opening it at the same moment reads
+            # it: several processes opening a new log at once take turns here.
+            if "locked" not in str(err) or attempt == 99:
+                raise
+            time.sleep(0.01 * (1 + attempt % 10))
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
+def _sqlite_begin(connection) -> None:
+    # A writer takes the file's write lock at BEGIN, before it reads the head: a deferred
+    # transaction that read first could not upgrade to writing once another writer committed.
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("audit_write") else "BEGIN")
+
+
 class AuditLog:
     def __init__(self, url: str, *, secret: bytes | None = None) -> None:
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+        sqlite = url.startswith("sqlite")
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, connect_args=connect_args)
-        if url.startswith("sqlite"):
-            # WAL: readers never block the appender, and a commit is one sequential write;
-            # synchronous=NORMAL keeps every commit across a crash of the process (not of the OS).
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        if sqlite:
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
+            # SQLite is serialisable: one write lock for the writer, one snapshot per read transaction.
+            self._writer = self.engine.execution_options(audit_write=True)
+            self._snapshot = self.engine
+        else:
+            # A server restarted or a connection dropped by a proxy: test each pooled one before use.
+            self.engine = sa.create_engine(url, pool_pre_ping=True)
+            # READ COMMITTED (PostgreSQL's default, set here so a server default cannot change it):
+            # append_many relies on each statement after the head lock seeing what the previous
+            # holder committed; REPEATABLE READ would fail on the head row a concurrent append updated.
+            self._writer = self.engine.execution_options(isolation_level="READ COMMITTED")
+            # verify reads the records and then the head: both from one snapshot, or an append
+            # committed in between would look like a broken chain.
+            self._snapshot = self.engine.execution_options(isolation_level="REPEATABLE READ")
         self.secret = secret if secret is not None else os.environ.get("RAYFOLIO_AUDIT_KEY", "").encode() or None
-        _metadata.create_all(self.engine)
-        with self.engine.begin() as c:
+        self._create()
+
+    def _create(self) -> None:
+        """The tables and the head row, made once even when several processes open a new database
+        at the same moment (replicas starting together): the second waits, then finds them."""
+        with self.engine.connect() as c:
+            if sa.inspect(c).has_table(HEAD.name) and c.execute(sa.select(sa.func.count()).select_from(HEAD)).scalar():
+                return  # the usual case, and no write lock: a read-only user can open the log
+        with self._writer.begin() as c:
+            # Both databases create tables transactionally. PostgreSQL: a transaction-scoped advisory
+            # lock makes the creators take turns (without it two would both find no table and one
+            # CREATE would fail on the other's); SQLite: BEGIN IMMEDIATE already did.
+            if c.dialect.name == "postgresql":
+                c.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_LOCK)))
+            _metadata.create_all(c)
             if c.execute(sa.select(sa.func.count()).select_from(HEAD)).scalar() == 0:
                 c.execute(HEAD.insert().values(id=1, seq=0, hash=GENESIS))
 
@@ -125,11 +182,16 @@ class AuditLog:
         texts = [canonical(payload) for _, _, _, payload in entries]
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
         out: list[AuditRecord] = []
-        with self.engine.begin() as c:
-            # Taking the head row for update first serialises appenders (SQLite: the write lock),
-            # so the check for earlier records below cannot race another appender.
-            c.execute(HEAD.update().where(HEAD.c.id == 1).values(hash=HEAD.c.hash))
-            last, prev = c.execute(sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1)).one()
+        with self._writer.begin() as c:
+            # The head row, locked first, serialises appenders: PostgreSQL's FOR UPDATE waits for the
+            # holder's commit and returns the head it wrote; SQLite holds the write lock since BEGIN
+            # IMMEDIATE (it compiles no FOR UPDATE). Why READ COMMITTED is enough on PostgreSQL: every
+            # statement after the lock takes a new snapshot, taken after the previous holder committed,
+            # so the lookup of request_ids below sees all its records; and nobody else can add records
+            # while this transaction holds the lock, since every append takes it first. Should two
+            # appenders ever meet anyway, the unique request_id and seq keys refuse the second commit.
+            head = sa.select(HEAD.c.seq, HEAD.c.hash).where(HEAD.c.id == 1).with_for_update()
+            last, prev = c.execute(head).one()
             wanted = [request_id for _, request_id, _, _ in entries]
             known = {row.request_id: self._record(row)
                      for row in c.execute(sa.select(RECORDS).where(RECORDS.c.request_id.in_(wanted)))}  # fmt: skip
@@ -175,7 +237,7 @@ class AuditLog:
     def verify(self) -> ChainCheck:
         """Walk the whole chain; the first record that breaks it and why."""
         expected_seq, prev, count = 1, GENESIS, 0
-        with self.engine.connect() as c:
+        with self._snapshot.connect() as c:
             for row in c.execute(sa.select(RECORDS).order_by(RECORDS.c.seq)):
                 if row.seq != expected_seq:
                     return ChainCheck(False, count, expected_seq, f"record {expected_seq} is missing")
