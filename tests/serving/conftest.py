@@ -3,6 +3,7 @@ needs, built in-process without Ray or a registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,3 +90,35 @@ def make_engine(panel: Panel, audit_path, limits: HouseLimits | None = None) -> 
 @pytest.fixture(scope="module")
 def panel() -> Panel:
     return make_panel()
+
+
+# ----- the audit log's two backends -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL server for the session (tests/serving/postgres.py), stopped by PID."""
+    from tests.serving import postgres
+
+    bindir = postgres.find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, postgres): install Debian's `postgresql` package "
+                    "(.ci/run does)")  # fmt: skip
+    server = postgres.start(bindir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_urls(request, tmp_path) -> Iterator[Callable[[], str]]:
+    """Each call: the URL of a new, empty audit database on the test's backend."""
+    server = request.getfixturevalue("postgres_server") if request.param == "postgresql" else None
+    made: list[str] = []
+
+    def new() -> str:
+        made.append(server.create_database() if server else sqlite_url(tmp_path / f"audit-{len(made)}.db"))
+        return server.url(made[-1]) if server else made[-1]
+
+    yield new
+    for database in made if server else ():
+        server.drop_database(database)
