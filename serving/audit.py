@@ -121,8 +121,15 @@ def _sqlite_begin(connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("audit_write") else "BEGIN")
 
 
+def driver_url(url: str) -> str:
+    """A bare ``postgresql://`` URL names the driver rayfolio ships (psycopg 3), not SQLAlchemy's
+    default (psycopg2, not installed)."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
 class AuditLog:
     def __init__(self, url: str, *, secret: bytes | None = None) -> None:
+        url = driver_url(url)
         sqlite = url.startswith("sqlite")
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from rayfolio.serving.approvals import status_of
-from rayfolio.serving.audit import GENESIS, RECORDS, AuditLog, AuditRecord, sqlite_url
+from rayfolio.serving.audit import GENESIS, RECORDS, AuditLog, AuditRecord, driver_url, sqlite_url
 
 STATUSES = ("ok", "pending_approval", "approved", "rejected", "expired")
 ARMS = ("control", "candidate")
@@ -155,7 +155,7 @@ class ComplianceReport(BaseModel):
 def open_audit(text: str) -> AuditLog:
     """The audit log at ``text`` (a SQLAlchemy URL, or a SQLite file), read only: a missing file or a
     database without the audit table is an error, never a new, empty log."""
-    url = text if "://" in text else sqlite_url(text)
+    url = driver_url(text) if "://" in text else sqlite_url(text)
     shown = shown_url(url)
     try:
         parsed = sa.make_url(url)

@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from rayfolio.data.conventions import CASH
 from rayfolio.data.sources import DateWindow
 from rayfolio.data.store import FeatureStore
-from rayfolio.serving.audit import RECORDS
+from rayfolio.serving.audit import RECORDS, driver_url
 from rayfolio.serving.held_gauges import hold_gauge
 from rayfolio.training.metrics import daily_rank_ic, hit_rate
 
@@ -110,7 +110,7 @@ def read_recommendations(audit: str, window: Window = EVERY_DATE) -> list[Served
 
     Read only: it never creates a database or a table (``AuditLog`` would), so a mistyped
     path is an error instead of a new, empty log."""
-    url = audit_url(audit)
+    url = driver_url(audit_url(audit))
     shown = shown_url(url)
     try:
         parsed = sa.make_url(url)

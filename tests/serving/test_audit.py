@@ -174,3 +174,10 @@ def test_random_tampering_is_always_detected(audit_urls):
             log.engine.dispose()
 
     tamper()
+
+
+def test_a_bare_postgresql_url_uses_the_shipped_driver(audit_urls):
+    url = audit_urls()
+    bare = url.replace("postgresql+psycopg://", "postgresql://")
+    log = filled(bare)
+    assert log.verify().ok and log.count() == 6 and AuditLog(url, secret=b"k").verify().ok
