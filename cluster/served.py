@@ -80,6 +80,9 @@ def served_factory(
 ) -> ServedFactory:
     """Builds, for the chosen (allocator, version), one served-path strategy per profile of the config."""
     limits = house_limits(config)
+    # This run's backtest replays into a fresh log (a rerun replaces the backtest, and its log with it).
+    for stale in out.glob("served_audit.db*"):
+        stale.unlink()
 
     def build(allocator: str, version: str):
         pipeline = replay_pipeline(registry, panel, ensemble, allocator, limits, out / "served_audit.db",
@@ -109,8 +112,9 @@ def oversight_section(report: Report, audit_path: Path) -> None:
     recs, chain = figures.recommendations, figures.database.chain
     held = recs.by_status.get("pending_approval", 0)
     rows = [{"check": name, "evaluated": str(c.evaluated), "changed weights": str(c.changed),
-             "share changed": c.changed / c.evaluated if c.evaluated else float("nan"),
-             "mean weight moved when it did": c.amount_mean} for name, c in figures.checks.items()]  # fmt: skip
+             "share changed": f"{c.changed / c.evaluated:.1%}" if c.evaluated else "",
+             "mean weight moved when it did": "" if c.amount_mean is None else f"{c.amount_mean:.3f}"}
+            for name, c in figures.checks.items()]  # fmt: skip
     checks = pd.DataFrame(rows).set_index("check")
     report.add(
         "Oversight: the served path's audit log",

@@ -312,7 +312,10 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
                          "kind": r.kind, "payload": r.payload, "hash": r.hash} for r in records],
         }  # fmt: skip
 
-    @app.get("/v1/audit/report", responses=ERRORS,
+    report_formats = {"content": {"application/json": {}, "text/markdown": {"schema": {"type": "string"}},
+                                  "text/csv": {"schema": {"type": "string"}}}}  # fmt: skip
+
+    @app.get("/v1/audit/report", responses={200: report_formats, **ERRORS},
              summary="the compliance report of the audit log over a window of days (admin)")  # fmt: skip
     async def audit_report(
         start: Annotated[dt.date | None, Query(alias="from", description="first day (UTC), inclusive")] = None,
