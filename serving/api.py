@@ -13,6 +13,7 @@ is the one JSON error model.
 import asyncio
 import datetime as dt
 import logging
+import re
 import time
 from typing import Annotated, Literal
 
@@ -55,6 +56,7 @@ SYMBOLS_PATTERN = r"^[^,\s]{1,32}(,[^,\s]{1,32})*$"
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 REQUEST_ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
 PRINTABLE = r"^[\x21-\x7e]+$"
+DAY = {"format": "date"}  # a query parameter holding an ISO day, YYYY-MM-DD
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -318,13 +320,14 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     @app.get("/v1/audit/report", responses={200: report_formats, **ERRORS},
              summary="the compliance report of the audit log over a window of days (admin)")  # fmt: skip
     async def audit_report(
-        start: Annotated[dt.date | None, Query(alias="from", description="first day (UTC), inclusive")] = None,
-        end: Annotated[dt.date | None, Query(alias="to", description="last day (UTC), inclusive")] = None,
+        first: Annotated[str | None, Query(alias="from", json_schema_extra=DAY, description="first day (UTC)")] = None,
+        last: Annotated[str | None, Query(alias="to", json_schema_extra=DAY, description="last day (UTC)")] = None,
         format: Literal["json", "md", "csv"] = "json",
         _: ApiKey = admin,
     ):
-        if start is not None and end is not None and start > end:
-            raise RequestError("invalid_request", f"from {start} is after to {end}")
+        # Both days included; ISO text only, never a number of seconds. A window that ends before it
+        # starts holds no record: the report says so rather than refusing.
+        start, end = _day(first, "from"), _day(last, "to")
         report = await asyncio.to_thread(compliance_report, service.audit, start, end)
         if format == "json":
             return report.model_dump(mode="json")
@@ -332,6 +335,18 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         return PlainTextResponse(text, media_type=f"{media}; charset=utf-8")
 
     return app
+
+
+def _day(text: str | None, name: str) -> dt.date | None:
+    """An ISO day (YYYY-MM-DD: the "date" format of JSON Schema), or a 422 naming the parameter."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            return dt.date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise RequestError("invalid_request", f"{name}: {text[:40]!r} is not a date (YYYY-MM-DD)")
 
 
 def experiment_outcome(service: RecommendationService, name: str, cost_bps: float):
