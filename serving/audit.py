@@ -127,6 +127,45 @@ def driver_url(url: str) -> str:
     return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
+class AuditLogUnreadable(ValueError):
+    """An audit log that a reader cannot open: no such file, no audit table, or a bad URL (one line)."""
+
+
+def audit_url(text: str) -> str:
+    """A SQLAlchemy URL as given (``driver_url``), or a SQLite file's path as its URL."""
+    return driver_url(text) if "://" in text else sqlite_url(text)
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages and reports."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(an unreadable URL)"
+
+
+def open_existing(text: str) -> AuditLog:
+    """The audit log at ``text`` (a URL or a SQLite file) for readers: a missing file or a database
+    without the audit table is an error, never a new, empty log (``AuditLog`` would create one)."""
+    url = audit_url(text)
+    shown = shown_url(url)
+    try:
+        parsed = sa.make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
+            raise AuditLogUnreadable(f"audit log {shown}: no such file")
+        engine = sa.create_engine(parsed)
+        try:
+            with engine.connect() as c:
+                if not sa.inspect(c).has_table(RECORDS.name):
+                    raise AuditLogUnreadable(f"audit log {shown}: not an audit log (no {RECORDS.name} table)")
+        finally:
+            engine.dispose()
+        return AuditLog(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.DBAPIError, ImportError) as err:
+        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
+        raise AuditLogUnreadable(f"audit log {shown}: cannot be read ({reason})") from None
+
+
 class AuditLog:
     def __init__(self, url: str, *, secret: bytes | None = None) -> None:
         url = driver_url(url)

@@ -26,14 +26,13 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal, NamedTuple
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
 from rayfolio.serving.approvals import status_of
-from rayfolio.serving.audit import GENESIS, RECORDS, AuditLog, AuditRecord, driver_url, sqlite_url
+from rayfolio.serving.audit import GENESIS, RECORDS, AuditLog, AuditLogUnreadable, AuditRecord, open_existing
 
 STATUSES = ("ok", "pending_approval", "approved", "rejected", "expired")
 ARMS = ("control", "candidate")
@@ -153,32 +152,11 @@ class ComplianceReport(BaseModel):
 
 
 def open_audit(text: str) -> AuditLog:
-    """The audit log at ``text`` (a SQLAlchemy URL, or a SQLite file), read only: a missing file or a
-    database without the audit table is an error, never a new, empty log."""
-    url = driver_url(text) if "://" in text else sqlite_url(text)
-    shown = shown_url(url)
+    """The audit log at ``text`` (a SQLAlchemy URL, or a SQLite file), read only (``open_existing``)."""
     try:
-        parsed = sa.make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-            raise ComplianceError(f"audit log {shown}: no such file")
-        engine = sa.create_engine(parsed)
-        try:
-            with engine.connect() as c:
-                if not sa.inspect(c).has_table(RECORDS.name):
-                    raise ComplianceError(f"audit log {shown}: not an audit log (no {RECORDS.name} table)")
-        finally:
-            engine.dispose()
-        return AuditLog(url)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.DBAPIError, ImportError) as err:
-        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
-        raise ComplianceError(f"audit log {shown}: cannot be read ({reason})") from None
-
-
-def shown_url(url: str) -> str:
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "(an unreadable URL)"
+        return open_existing(text)
+    except AuditLogUnreadable as err:
+        raise ComplianceError(str(err)) from None
 
 
 class _Link(NamedTuple):

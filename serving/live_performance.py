@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from rayfolio.data.conventions import CASH
 from rayfolio.data.sources import DateWindow
 from rayfolio.data.store import FeatureStore
-from rayfolio.serving.audit import RECORDS, driver_url
+from rayfolio.serving.audit import RECORDS, AuditLogUnreadable, audit_url, open_existing, shown_url
 from rayfolio.serving.held_gauges import hold_gauge
 from rayfolio.training.metrics import daily_rank_ic, hit_rate
 
@@ -91,43 +91,20 @@ def recommendation_of(request_id: str, payload: dict) -> ServedRecommendation:
                                 response["target_weights"], response["expected_returns"])  # fmt: skip
 
 
-def audit_url(text: str) -> str:
-    """A SQLAlchemy URL as given, or a path to a SQLite file as its URL."""
-    return text if "://" in text else f"sqlite:///{Path(text).resolve()}"
-
-
-def shown_url(url: str) -> str:
-    """The URL without its password, for messages and the report."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "(an unreadable URL)"
-
-
 def read_recommendations(audit: str, window: Window = EVERY_DATE) -> list[ServedRecommendation]:
     """The recommendations served for as_of dates in ``window``, in the order written, from the audit
     log at ``audit`` (a SQLAlchemy URL or a SQLite file).
 
     Read only: it never creates a database or a table (``AuditLog`` would), so a mistyped
     path is an error instead of a new, empty log."""
-    url = driver_url(audit_url(audit))
-    shown = shown_url(url)
     try:
-        parsed = sa.make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-            raise LivePerformanceError(f"audit log {shown}: no such file")
-        engine = sa.create_engine(parsed)
-        try:
-            with engine.connect() as c:
-                if not sa.inspect(c).has_table(RECORDS.name):
-                    raise LivePerformanceError(f"audit log {shown}: not an audit log (no {RECORDS.name} table)")
-                query = sa.select(RECORDS.c.request_id, RECORDS.c.payload).where(RECORDS.c.kind == RECOMMENDATION)
-                rows = c.execute(query.order_by(RECORDS.c.seq)).all()
-        finally:
-            engine.dispose()
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.DBAPIError, ImportError) as err:
-        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
-        raise LivePerformanceError(f"audit log {shown}: cannot be read ({reason})") from None
+        log = open_existing(audit)
+        query = sa.select(RECORDS.c.request_id, RECORDS.c.payload).where(RECORDS.c.kind == RECOMMENDATION)
+        with log.engine.connect() as c:
+            rows = c.execute(query.order_by(RECORDS.c.seq)).all()
+        log.engine.dispose()
+    except AuditLogUnreadable as err:
+        raise LivePerformanceError(str(err)) from None
     served = (recommendation_of(request_id, json.loads(payload)) for request_id, payload in rows)
     return [r for r in served if r.as_of in window]
 

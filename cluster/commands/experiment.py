@@ -74,21 +74,13 @@ def _experiment(args: argparse.Namespace) -> None:
 def _audit_log(text: str):
     """The audit log at ``text`` (a SQLAlchemy URL or a SQLite file); a missing SQLite file is an
     error, not a new empty log."""
-    import sqlalchemy as sa
-
     from rayfolio.cluster.config import ConfigError
-    from rayfolio.serving.audit import AuditLog
-    from rayfolio.serving.live_performance import audit_url, shown_url
+    from rayfolio.serving.audit import AuditLogUnreadable, open_existing
 
-    url = audit_url(text)
     try:
-        parsed = sa.make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_file():
-            raise ConfigError(f"audit log {shown_url(url)}: no such file")
-        return AuditLog(url)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.DBAPIError, ImportError) as err:
-        reason = str(getattr(err, "orig", None) or err).splitlines()[0]
-        raise ConfigError(f"audit log {shown_url(url)}: cannot be read ({reason})") from None
+        return open_existing(text)
+    except AuditLogUnreadable as err:
+        raise ConfigError(str(err)) from None
 
 
 def _who() -> str:
