@@ -26,7 +26,8 @@ from rayfolio.serving import approvals
 from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
 from rayfolio.serving.batching import Batcher
-from rayfolio.serving.compliance import compliance_report, to_csv, to_markdown
+from rayfolio.serving.compliance import compliance_report
+from rayfolio.serving.compliance_render import to_csv, to_markdown
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
 from rayfolio.serving.openapi import declare_market

@@ -52,12 +52,13 @@ def _open(args: argparse.Namespace):
 
 def _report(args: argparse.Namespace) -> None:
     from rayfolio.cluster.config import ConfigError
-    from rayfolio.serving import compliance
+    from rayfolio.serving import compliance, compliance_render
 
     if args.start and args.end and args.start > args.end:
         raise ConfigError(f"--from {args.start} is after --to {args.end}")
     report = compliance.compliance_report(_open(args), args.start, args.end)
-    render = {"md": compliance.to_markdown, "json": compliance.to_json, "csv": compliance.to_csv}[args.format]
+    render = {"md": compliance_render.to_markdown, "json": compliance_render.to_json,
+              "csv": compliance_render.to_csv}[args.format]  # fmt: skip
     text = render(report)
     if args.out is None:
         sys.stdout.write(text)

@@ -16,14 +16,8 @@ import pytest
 
 from rayfolio.serving import approvals
 from rayfolio.serving.audit import AuditLog, key_id, sqlite_url
-from rayfolio.serving.compliance import (
-    ComplianceError,
-    compliance_report,
-    open_audit,
-    to_csv,
-    to_json,
-    to_markdown,
-)
+from rayfolio.serving.compliance import ComplianceError, compliance_report, open_audit
+from rayfolio.serving.compliance_render import to_csv, to_json, to_markdown
 from rayfolio.serving.schemas import PortfolioRisk, RecommendationRequest, RecommendationResponse
 
 ADMIN = key_id("admin-key")
