@@ -162,10 +162,9 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
              summary="a recommendation's status: ok, pending_approval, approved, rejected or expired")  # fmt: skip
     async def recommendation(request_id: str = Path(pattern=REQUEST_ID_PATTERN), key: ApiKey = user) -> dict:
         status = await asyncio.to_thread(approvals.recommendation_status, service.audit, request_id)
-        record = await asyncio.to_thread(service.audit.get, request_id)
-        if record.key_id != key_id(key.key) and not key.admin:  # another key's does not exist for this one
+        if status["key_id"] != key_id(key.key) and not key.admin:  # another key's does not exist for this one
             raise HTTPException(404, f"no recommendation {request_id!r}")
-        return status | {"recommendation": record.payload["response"]}
+        return status
 
     @app.post("/v1/recommendations/{request_id}/{action}", responses=CONFLICT,
               summary="approve or reject a pending recommendation, with a reason (admin)")  # fmt: skip

@@ -54,7 +54,9 @@ def status_of(record: AuditRecord, decision: AuditRecord | None, now: dt.datetim
         "valid_until": None if until is None else until.isoformat(),
         "approval_reasons": response.get("approval_reasons", []),
         "created_at": record.created_at,
+        "key_id": record.key_id,
         "decision": None if decision is None else decision.payload,
+        "recommendation": response,
     }
     return out
 
