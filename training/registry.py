@@ -3,6 +3,7 @@
 Layout (DESIGN.md)::
 
     <root>/<model>/<version>/weights.pt     state_dict, loaded with weights_only=True
+                            model.onnx     (exports) files kept as bytes: ONNX graphs, export.json
                             card.json      the typed card (training/cards.py): what rebuilds and serves it
                             metrics.json
                             manifest.json  sha256 of every file, feature-store hash, data range, created_at
@@ -17,6 +18,7 @@ field that does not.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +50,8 @@ STAGE_NAMES = ("production", "staging")
 StageChoice = Literal["auto", "production", "staging"] | None
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _FILE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\.pt$")
+# Files written as given (an export's ONNX graphs, its export.json, weights copied verbatim): data, never code.
+_BLOB = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\.(pt|onnx|json)$")
 
 
 class RegistryError(RuntimeError):
@@ -113,15 +117,23 @@ class ModelRegistry:
         *,
         metrics: dict,
         stage: StageChoice = "auto",
+        blobs: Mapping[str, bytes] | None = None,
     ) -> ModelVersion:
-        """Write a new version of ``card.name``: the card, ``metrics`` and each state_dict in
-        ``files`` (file name -> state_dict, e.g. ``{"weights.pt": model.state_dict()}``); then
-        point ``stage`` at it ("auto": production if the model has none yet, else staging)."""
+        """Write a new version of ``card.name``: the card, ``metrics``, each state_dict in
+        ``files`` (file name -> state_dict, e.g. ``{"weights.pt": model.state_dict()}``) and each
+        file in ``blobs`` (file name -> its bytes, e.g. ``{"model.onnx": ...}``); then point
+        ``stage`` at it ("auto": production if the model has none yet, else staging)."""
+        blobs = dict(blobs or {})
         if stage not in ("auto", *STAGE_NAMES, None):
             raise RegistryError(f"unknown stage {stage!r}; stages: auto, {', '.join(STAGE_NAMES)}")
         for file in files:
             if not _FILE.match(file):
                 raise RegistryError(f"file name {file!r}: use lower-case letters, digits, '-' or '_', ending in .pt")
+        for file in blobs:
+            if not _BLOB.match(file) or file in (CARD_FILE, METRICS, MANIFEST, *files):
+                raise RegistryError(f"file name {file!r}: use lower-case letters, digits, '-' or '_', ending in "
+                                    f".pt, .onnx or .json, and not {CARD_FILE}, {METRICS}, {MANIFEST} or a "
+                                    "state_dict's name")  # fmt: skip
         name = card.name
         directory = self._model_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
@@ -130,9 +142,11 @@ class ModelRegistry:
         try:
             for file, state_dict in files.items():
                 torch.save(state_dict, staging / file)
+            for file, data in blobs.items():
+                (staging / file).write_bytes(data)
             (staging / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
             (staging / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            checksums = {f: sha256_file(staging / f) for f in (*files, CARD_FILE, METRICS)}
+            checksums = {f: sha256_file(staging / f) for f in (*files, *blobs, CARD_FILE, METRICS)}
             existing = self.versions(name)
             version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
             manifest = {
@@ -198,6 +212,23 @@ class ModelRegistry:
         if file not in model_version.manifest["files"]:
             raise RegistryError(f"{model_version.name} {model_version.version} has no {file}")
         return torch.load(model_version.path / file, weights_only=True, map_location="cpu")
+
+    def load_bytes(self, model_version: ModelVersion, file: str) -> bytes:
+        """A file's bytes, checked against the manifest as read (what was verified is what is used:
+        an ONNX graph swapped after ``get`` is refused here too)."""
+        expected = model_version.manifest["files"].get(file)
+        if expected is None:
+            raise RegistryError(f"{model_version.name} {model_version.version} has no {file}")
+        path = model_version.path / file
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise RegistryError(f"{path}: listed in {MANIFEST} but missing") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise RegistryError(f"{path}: sha256 does not match {MANIFEST} (expected {expected}, "
+                                f"actual {actual}); refusing to load it")  # fmt: skip
+        return data
 
     # ----- stages -------------------------------------------------------------------
 
