@@ -3,8 +3,9 @@ needed to rebuild and serve that artifact. Stored as ``card.json`` in each
 version (covered by the manifest's checksums) and validated, strictly, on load.
 
 ``Card`` is a union discriminated by ``kind``. An exported forecaster (ONNX,
-``rayfolio models export`` in DESIGN) will be a fourth member, ``kind="exported"``,
-next to the three below.
+``rayfolio models export``) keeps its forecaster's card, marked by ``export``
+(``ExportedRuntimes``): it is the same model, served by another runtime, so it stays a
+"forecaster" wherever production forecasters are looked up (the ensemble, the explainer).
 
 The allocator cards hold rl's typed ``EnvConfig``, ``Algorithm`` and ``TiltParams``
 (rl/config.py, plain pydantic models over data/): the one import from rl/ in
@@ -122,6 +123,20 @@ class _CardBase(BaseModel):
         return self
 
 
+ExportRuntime = Literal["onnx", "onnx-int8"]
+
+
+class ExportedRuntimes(BaseModel):
+    """What an exported version adds to its forecaster's card: the ONNX runtimes its files serve
+    (training/onnx_runtime.py names them) and the version whose torch weights they came from."""
+
+    model_config = _STRICT
+
+    source_version: str = Field(pattern=r"^v\d{4,}$")
+    runtimes: tuple[ExportRuntime, ...] = Field(min_length=1)
+    opset: int = Field(ge=1)
+
+
 class ForecasterCard(_CardBase):
     """A return forecaster: its family, the training config it was chosen with
     (architecture, window, graph), and the horizons it forecasts."""
@@ -129,6 +144,7 @@ class ForecasterCard(_CardBase):
     kind: Literal["forecaster"] = "forecaster"
     train: TrainConfig
     horizons: tuple[int, ...]
+    export: ExportedRuntimes | None = None  # set on versions `rayfolio models export` registers
 
     @property
     def name(self) -> str:

@@ -29,6 +29,7 @@ serving deployment can cache it per date.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 from rayfolio.data.graph import correlation_neighbours, sector_neighbours
 from rayfolio.data.splits import PurgedDateSplitter
 from rayfolio.training.cards import ForecasterCard
+from rayfolio.training.onnx_runtime import RUNTIMES, Runtime, onnx_models
 from rayfolio.training.panel import Panel, windows
 from rayfolio.training.registry import WEIGHTS, ModelRegistry, ModelVersion, RegistryError
 
@@ -51,7 +53,9 @@ class Forecaster:
 
     name: str
     version: str
-    models: tuple[torch.nn.Module, ...]  # the seeds of one configuration; their raw scores are averaged
+    # The seeds of one configuration, their raw scores averaged: torch modules, or ONNX Runtime
+    # sessions answering alike (training/onnx_runtime.py): (x, neighbours) -> (B, N, H).
+    models: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...]
     window: int
     scaled: np.ndarray  # (T, N, F) float32: the panel under this model's own normaliser
     neighbours: np.ndarray  # (T, N, k) int64: its graph (unused by sequence models)
@@ -174,12 +178,22 @@ def forecast_dates(panel: Panel, splitter: PurgedDateSplitter) -> np.ndarray:
 
 
 def load_forecasters(
-    registry: ModelRegistry, panel: Panel, names: list[str] | None = None, versions: dict[str, str] | None = None
+    registry: ModelRegistry,
+    panel: Panel,
+    names: list[str] | None = None,
+    versions: dict[str, str] | None = None,
+    runtime: Runtime = "torch",
+    threads: int = 1,
 ) -> list[Forecaster]:
     """Registered forecasters, checksums verified and cards validated before any weight is read:
     ``versions`` ({name: version}) exactly those; else the production versions of ``names``, else
-    of every production forecaster."""
+    of every production forecaster. ``runtime`` "onnx" / "onnx-int8": each seed runs its exported
+    ONNX graph in ONNX Runtime with ``threads`` intra-op threads (a version without one is refused
+    by name); a GAT always runs in torch (its PyG scatter ops are not exported)."""
     from rayfolio.training.models import build_model  # here: PyG costs an ingress replica ~2 s to import
+
+    if runtime not in RUNTIMES:
+        raise RegistryError(f"unknown forecaster runtime {runtime!r}; runtimes: {', '.join(RUNTIMES)}")
 
     if versions:
         chosen = [registry.get(name, version) for name, version in versions.items()]
@@ -215,11 +229,14 @@ def load_forecasters(
             by_sector = sector_neighbours(panel.sectors, graph.sector_k)
             neighbours = np.concatenate([neighbours, np.broadcast_to(by_sector, (len(neighbours), *by_sector.shape))],
                                         axis=2)  # fmt: skip
-        models = []
-        for file in seed_files(version):
-            model = build_model(card.family, card.model_kwargs())
-            model.load_state_dict(registry.load_weights(version, file))
-            models.append(model.eval())
+        if runtime != "torch" and card.family != "gat":
+            models = onnx_models(registry, version, len(seed_files(version)), runtime, threads)
+        else:
+            models = []
+            for file in seed_files(version):
+                model = build_model(card.family, card.model_kwargs())
+                model.load_state_dict(registry.load_weights(version, file))
+                models.append(model.eval())
         ic = {
             row["horizon"]: row["rank_ic"]
             for row in version.metrics.get("by_split_and_horizon", [])
