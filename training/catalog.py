@@ -57,7 +57,11 @@ CATALOG: dict[str, ModelSpec] = {
         ),
         use_cases=("universes where peers move together (sectors, supply chains)", "lead-lag between assets"),
         strengths=("uses cross-asset information", "the graph is point in time and needs no extra data"),
-        weaknesses=("the correlation graph is noisy on short lookbacks", "cost grows with assets x neighbours"),
+        weaknesses=(
+            "the correlation graph is noisy on short lookbacks",
+            "cost grows with assets x neighbours",
+            "stays in torch: PyG's scatter ops do not export to ONNX (`rayfolio models export` refuses it)",
+        ),
         latency_class="milliseconds per date on CPU for up to a few hundred assets",
         data_needs="daily returns for the graph plus features; benefits from many related assets",
         explainability="gradient-based SHAP for features; attention weights name the neighbours used",
