@@ -101,7 +101,8 @@ class Ensemble:
         self._batched = Batcher(self._forecast_many, max_size=16, wait_s=0.002)  # concurrent callers, one pass
 
     def _ensemble(self, panel: Panel, versions: dict[str, str] | None) -> tuple[LocalForecasts, dict[str, str]]:
-        forecasters = load_forecasters(ModelRegistry(self.settings.registry), panel, versions=versions)
+        forecasters = load_forecasters(ModelRegistry(self.settings.registry), panel, versions=versions,
+                                       runtime=self.settings.forecaster_runtime)  # fmt: skip
         forecasts = LocalForecasts(ForecastEnsemble(forecasters, panel, validation_dates(self.settings, panel)))
         return forecasts, {f.name: f.version for f in forecasters}
 

@@ -58,6 +58,10 @@ class ServeSettings(BaseModel):
     # "deployments": in the Allocator and RiskFilter deployments, each scaled on its own
     # (e.g. a large policy on GPU workers of a cluster).
     placement: Literal["ingress", "deployments"] = "ingress"
+    # What runs the LSTM and Transformer forecasters in the Ensemble: torch, or their exported ONNX
+    # graphs (`rayfolio models export`; fp32 or int8) in ONNX Runtime, one intra-op thread per replica.
+    # The production versions must have been exported; a GAT always runs in torch.
+    forecaster_runtime: Literal["torch", "onnx", "onnx-int8"] = "torch"
     house_limits: HouseLimits = HouseLimits()
     # An experiment (A/B, canary: serving/experiments.py ExperimentConfig fields) in the Ingress's
     # user_config beside the house limits: `serve deploy` changes it live; None: no experiment.
