@@ -138,6 +138,10 @@ def _quiet() -> Iterator[None]:
     """The exporter's and quantiser's chatter (tracing warnings, a torchvision notice, advice) off."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "")]
     levels = [lg.level for lg in loggers]
+    # The quantiser calls logging.warning(), which gives a root logger without handlers one on
+    # stderr for good: every later record of the process would then print twice.
+    placeholder = logging.NullHandler()
+    logging.getLogger().addHandler(placeholder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
@@ -147,6 +151,7 @@ def _quiet() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+            logging.getLogger().removeHandler(placeholder)
 
 
 def to_onnx(model: torch.nn.Module, x: torch.Tensor, neighbours: torch.Tensor) -> bytes:
