@@ -103,7 +103,7 @@ class ExportReport(BaseModel):
     def rows(self) -> list[dict]:
         """The gate as a table: one row per check and figure."""
         limits = self.limits
-        rows = [{"check": f"fp32 max |onnx - torch|, batch {b}", "figure": f"{d:.2e}",
+        rows = [{"check": f"fp32 max abs(onnx - torch), batch {b}", "figure": f"{d:.2e}",
                  "limit": f"<= {limits['fp32_max_abs_diff']:.0e}", "ok": d <= limits["fp32_max_abs_diff"]}
                 for b, d in self.fp32_max_abs_diff.items()]  # fmt: skip
         for runtime in self.runtimes:

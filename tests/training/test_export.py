@@ -28,7 +28,6 @@ from rayfolio.training.config import TrainConfig
 from rayfolio.training.ensemble import ForecastEnsemble, load_forecasters, seed_file
 from rayfolio.training.export import (
     EXPORT_JSON,
-    ExportGateError,
     ExportReport,
     GateLimits,
     export_forecaster,
@@ -113,7 +112,7 @@ def test_exports_agree_with_torch_within_the_gate(exported, tiny_panel, name):
         assert registry.load_bytes(version, seed_file(i)) == registry.load_bytes(source, seed_file(i))
     assert set(version.manifest["files"]) >= {onnx_file(i, r) for i in range(seeds) for r in ("onnx", "onnx-int8")}
     if name == LSTM:  # the CLI printed the gate's table and the new version
-        assert "fp32 max |onnx - torch|, batch 8" in printed and "onnx-int8 median per-date Spearman" in printed
+        assert "fp32 max abs(onnx - torch), batch 8" in printed and "onnx-int8 median per-date Spearman" in printed
         assert f"{LSTM}: v0002 (staging) exported from v0001" in printed
     # Checked here too, not only by the gate: each seed's fp32 graph against its torch module on 3 dates.
     (member,) = load_forecasters(registry, tiny_panel, versions={name: "v0001"})
@@ -175,14 +174,11 @@ def test_the_gate_refuses_a_model_int8_destroys_and_registers_nothing(tiny_store
     out, err = capsys.readouterr()
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "export gate refused lstm-forecaster v0001, nothing registered: onnx-int8 median per-date Spearman" in err
-    assert "onnx-int8 median per-date Spearman vs torch" in out  # the figures, before the error line
     assert sorted(p.name for p in (registry.root / LSTM).iterdir()) == ["stages.json", "v0001"]  # nothing half-written
-    # A real failure: fp32 ONNX matches torch; only int8 lost the ranking.
-    with pytest.raises(ExportGateError) as refused:
-        export_forecaster(registry, LSTM, tiny_panel, quantize="int8", limits=FAST)
-    report = refused.value.report
-    assert max(report.fp32_max_abs_diff.values()) <= 1e-5 and min(report.median_spearman["onnx"].values()) >= 0.99
-    assert not min(report.median_spearman["onnx-int8"].values()) >= 0.99
+    # The figures, printed before the error line: a real failure, fp32 ONNX matches torch, int8 lost the ranking.
+    ok = {row.split("|")[1].strip(): row.split("|")[-2].strip() for row in out.splitlines() if row.count("|") == 5}
+    assert ok["fp32 max abs(onnx - torch), batch 8"] == ok["onnx median per-date Spearman vs torch, 5d"] == "True"
+    assert "False" in {v for k, v in ok.items() if k.startswith("onnx-int8 median per-date Spearman")}
 
 
 def test_the_cli_refuses_a_gat_in_one_line(exported, capsys):
