@@ -1,4 +1,7 @@
-"""SHAP attributions for the ensemble's expected returns and the policy's weights.
+"""SHAP attributions for the ensemble's expected returns and the policy's weights, with
+``shap.GradientExplainer``: the independent implementation that the tests hold the service's batched
+one (explain/expected_gradients.py, ~11x faster, closer to complete) to, and the shared pieces
+(``Attribution``, the policy's torch twin ``PolicyWeights``, the groups).
 
 Both are explained end to end as differentiable torch functions of the
 standardised feature window, with ``shap.GradientExplainer`` (expected
