@@ -224,6 +224,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     @app.post("/v1/explanations", responses=ERRORS, summary="SHAP attributions and a rationale per asset")
     async def explanations(body: ExplanationRequest, key: ApiKey = user) -> dict:
         market = (await service.ready()).market
+        target = None  # a recorded recommendation's target weights: the assets it trades
         if body.request_id is not None:
             record = service.audit.get(body.request_id)
             # Another key's recommendation does not exist for this key (admins see all).
@@ -232,12 +233,14 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
             recommendation = RecommendationRequest.model_validate(record.payload["request"]).model_copy(
                 update={"as_of": dt.date.fromisoformat(record.payload["response"]["as_of"])}
             )
+            weights = record.payload["response"]["target_weights"]
+            target = market.weights_vector({s: w for s, w in weights.items() if s in market.index})
         else:
             recommendation = RecommendationRequest.model_validate(
                 body.model_dump(exclude={"request_id"}, exclude_none=True)
             )
         t, current = market.validate(recommendation)
-        out = await service.explain(t, current, recommendation.risk_profile.horizon_days)
+        out = await service.explain(t, current, recommendation.risk_profile.horizon_days, target)
         return {"request_id": body.request_id, **out}
 
     @app.get("/v1/forecasts", responses=ERRORS)

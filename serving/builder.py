@@ -24,8 +24,8 @@ def build_app(settings: ServeSettings, environ: dict[str, str] | None = None) ->
     # The Ingress's user_config: the experiment (both placements) and, placement "ingress", the house limits.
     experiment = {} if settings.experiment is None else {"experiment": settings.experiment}
     ensemble = serve.deployment(Ensemble, name="Ensemble").options(**settings.ensemble.options(32)).bind(plain)
-    # One explanation at a time per replica (see Explainer.explain); more load means more replicas.
-    explainer = serve.deployment(Explainer, name="Explainer").options(**settings.explainer.options(1)).bind(plain)
+    # Stored explanations are looked up while a miss is computed (one at a time: Explainer's locks).
+    explainer = serve.deployment(Explainer, name="Explainer").options(**settings.explainer.options(16)).bind(plain)
     # The app admits max_in_flight requests per replica and sheds the rest with a JSON 503; Serve's
     # own limits sit a little above that as a cheap last-resort backstop (its proxy's 503 is plain
     # text): see ServeSettings.serve_headroom.

@@ -252,8 +252,9 @@ class RecommendationService:
         self.metrics.cache_lookups(cache.hits - hits, cache.misses - misses, "ingress")
         return forecasts[t]
 
-    async def explain(self, t, current, horizon: int) -> dict:
-        out = await self.explainer.explain.remote(t, current, horizon)
+    async def explain(self, t, current, horizon: int, target=None) -> dict:
+        """``target``: the recommendation's target weights (N+1) when known (which assets it trades)."""
+        out = await self.explainer.explain.remote(t, current, horizon, target)
         self.metrics.explanations.inc()
         return out
 

@@ -89,8 +89,17 @@ class ServeSettings(BaseModel):
     allocator_scaling: Autoscaling = Autoscaling(max_replicas=2)
     risk_filter: Autoscaling = Autoscaling()
     explainer: Autoscaling = Autoscaling(num_cpus=0.25)
-    explain_samples: int = Field(100, ge=10)  # expected-gradient samples per explanation
-    explain_background: int = Field(16, ge=2)  # training dates in the SHAP background
+    # The forecast explanations (explain/expected_gradients.py): samples (rounded up to a multiple of
+    # the background) and training dates in the background. Changing either keys a new store.
+    explain_samples: int = Field(128, ge=10)
+    explain_background: int = Field(16, ge=2)
+    # Where they are stored per date (explain/store.py; None: <store's parent>/explanations), and
+    # whether they are looked up there (False: computed per request and not stored).
+    explanations: Path | None = None
+    explain_precomputed: bool = True
+    # The policy's part, computed per request for the assets held or traded: ~40 ms for 20 assets.
+    policy_samples: int = Field(128, ge=4)
+    policy_background: int = Field(16, ge=2)
     # How often each serving object checks the feature store's manifest for an appended version
     # (serving/data_watch.py): a new day reaches every replica within about this long.
     data_poll_s: float = Field(5.0, gt=0)
