@@ -1,7 +1,8 @@
-"""The day-two cycle, once a day: append the new bars -> refresh the production forecasts -> drift
-of the latest window -> live performance of what was served -> the alert check (and, asked to, the
-staging retraining). ``rayfolio daily`` runs it locally or as a job on a cluster (the CronJob in
-cluster/k8s/daily-cronjob.yaml submits it as a RayJob).
+"""The day-two cycle, once a day: append the new bars -> refresh the production forecasts -> explain
+the latest dates (cluster/explanation_refresh.py) -> drift of the latest window -> live performance
+of what was served -> the alert check (and, asked to, the staging retraining). ``rayfolio daily``
+runs it locally or as a job on a cluster (the CronJob in cluster/k8s/daily-cronjob.yaml submits it
+as a RayJob).
 
 Each step reports one row of the summary; a step with nothing to work on (no production models
 yet, no audit log yet) says so and the cycle goes on.
@@ -72,9 +73,11 @@ def run_daily(
     audit: str | None,
     submit: bool = False,
     config_path: Path | None = None,
+    explanations: Path | None = None,
 ) -> DailyResult:
     """The cycle on an existing store; Ray must be connected (``ray_connection``). A retraining is
-    submitted to the job server ``RAY_API_SERVER_ADDRESS`` names, else ``RAY_ADDRESS``'s."""
+    submitted to the job server ``RAY_API_SERVER_ADDRESS`` names, else ``RAY_ADDRESS``'s.
+    ``explanations``: the explanation store (default: <store's parent>/explanations)."""
     from rayfolio.cluster.commands.monitor_check import check, read_level, submit_retraining
     from rayfolio.training.registry import ModelRegistry
 
@@ -104,6 +107,13 @@ def run_daily(
         return "ok", (f"{summary.dates} dates {summary.first}..{summary.last} ({summary.rows} rows)" if summary.dates
                       else "up to date")  # fmt: skip
 
+    def explain():
+        if not has_models:
+            return "skipped", f"no production forecasters in {registry}"
+        from rayfolio.cluster.explanation_refresh import refresh_explanations
+
+        return "ok", refresh_explanations(store, registry, config.splits, root=explanations).detail()
+
     def drift():
         from rayfolio.cluster.drift import drift_config, export_gauges, measure_drift, write_drift
         from rayfolio.data.store import FeatureStore
@@ -130,7 +140,7 @@ def run_daily(
         levels.append(read_level("performance", path))
         return report.level, f"{report.recommendations} recommendations; " + ("; ".join(report.reasons) or "ok")
 
-    for name, run in (("append", append), ("forecasts refresh", refresh), ("drift", drift),
+    for name, run in (("append", append), ("forecasts refresh", refresh), ("explain", explain), ("drift", drift),
                       ("live performance", performance)):  # fmt: skip
         steps.append(_timed(name, run))
 
@@ -173,8 +183,12 @@ def rehearse_day_two(
     store = out / "store"
     prepare_feature_store(within(source, end=cut), store, full.horizons, feature_set=full.feature_set,
                           label_lag=full.label_lag)  # fmt: skip
+    # The appended store equals the full one (checked below), so its latest dates' explanations are the
+    # full store's: the rehearsal's explain step finds those the main job stored and adds any missing.
+    from rayfolio.explain.store import default_root
+
     daily = run_daily(config, store, within(source, start=cut + dt.timedelta(days=1)), registry=registry,
-                      out=out / "monitor", audit=None)  # fmt: skip
+                      out=out / "monitor", audit=None, explanations=default_root(full_store))  # fmt: skip
     a, b = FeatureStore(store).to_pandas(), full.to_pandas()
     columns = [*full.feature_names, *full.label_names]
     same_keys = a[["date", "symbol"]].equals(b[["date", "symbol"]])

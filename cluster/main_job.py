@@ -107,6 +107,10 @@ def run_main_job(
         forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry, config.walk_forward, stage)
         timings["forecasters"] = time.perf_counter() - t0
         logger.info(table(rank_ic_on_test(forecasts), floatfmt=".4f"))
+        if registry.production("forecaster"):  # the service's explanations of the latest dates, precomputed
+            from rayfolio.cluster.explanation_refresh import refresh_explanations
+
+            logger.info(refresh_explanations(store.path, registry.root, config.splits).line())
 
         algorithms = ", ".join(a.upper() for a in config.allocation.agents.algorithms)
         t0 = _stage(3, "allocation", f"{algorithms} agents on Ray Tune, the tilt, the served path, backtest")

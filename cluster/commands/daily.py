@@ -1,5 +1,5 @@
-"""``rayfolio daily``: the day-two cycle (append -> forecasts refresh -> drift -> live performance ->
-check) with one summary table."""
+"""``rayfolio daily``: the day-two cycle (append -> forecasts refresh -> explain -> drift -> live
+performance -> check) with one summary table."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from rayfolio.cluster.commands.common import config_and_address, iso_date, regis
 def register(commands) -> None:
     daily = registry_option(config_and_address(commands.add_parser(
         "daily",
-        help="the day-two cycle: append, forecasts refresh, drift, live performance, check",
-        description="Appends the new bars to the store, logs the production forecasts of the new dates, measures "
+        help="the day-two cycle: append, forecasts refresh, explain, drift, live performance, check",
+        description="Appends the new bars to the store, logs the production forecasts of the new dates, stores "
+        "the explanations of the latest trading days it lacks (rayfolio explanations refresh), measures "
         "drift over the store's last 63 trading days and the live performance of the audit log's recommendations, "
         "then checks the levels: exit 3 when one is critical (with --submit, a staging retraining is submitted).",
     )))  # fmt: skip

@@ -30,9 +30,9 @@ def test_daily_appends_the_held_back_days_to_equal_the_full_build(ray_session, t
     assert_same_rows(appended.to_pandas(), full.to_pandas())
     assert appended.version == 2 and appended.manifest["appends"][0]["rows"] == 60 * 20
     steps = result.table().set_index("step")
-    assert list(steps.index) == ["append", "forecasts refresh", "drift", "live performance", "check"]
+    assert list(steps.index) == ["append", "forecasts refresh", "explain", "drift", "live performance", "check"]
     assert steps.loc["append", "detail"].startswith("1200 rows")
-    assert steps.loc["forecasts refresh", "status"] == "skipped"
+    assert steps.loc["forecasts refresh", "status"] == steps.loc["explain", "status"] == "skipped"
     drift = json.loads((tmp_path / "monitor" / "drift.json").read_text())
     assert drift["level"] == steps.loc["drift", "status"]
     assert result.exit_code == (3 if drift["level"] == "critical" else 0)
