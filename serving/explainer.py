@@ -88,6 +88,10 @@ class Explainer:
         if agent is not None:
             policy_background = training_background(panel, s.splits, agent.env.window, s.policy_background)
             policy_method = method_for(panel, policy_background, s.policy_samples)
+            # A policy's first decision and first backward pass cost ~0.35 s: paid here, not by a request.
+            cash, last = np.eye(agent.env.n_assets + 1)[-1], len(panel.dates) - 1
+            agent.decide(last, cash)
+            explain_policy_assets(agent, last, cash, policy_background, [0], policy_method)
         forecaster_versions = {f.name: f.version for f in ensemble.forecasters}
         store = None
         if s.explain_precomputed:
