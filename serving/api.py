@@ -4,10 +4,9 @@ one per replica (``__serve_build_asgi_app__``), tests build one in-process.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route annotations at runtime.)
 
-Guards, in the order a request meets them: admission (past ``max_in_flight`` requests at once:
-503 + Retry-After), the API key (401 before anything is read or validated), the body size
-(413), then per route the key's scope (403) and rate limit (429). Every error, these included,
-is the one JSON error model.
+Guards, in the order a request meets them: admission, the API key and the body size (guards.py),
+then per route the key's scope (403) and rate limit (429). Every error, these included, is the
+one JSON error model.
 """
 
 import asyncio
@@ -24,17 +23,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rayfolio.serving import approvals
 from rayfolio.serving.audit import key_id
-from rayfolio.serving.auth import ApiKey, RateLimiter, find_key
+from rayfolio.serving.auth import ApiKey, RateLimiter
 from rayfolio.serving.batching import Batcher
 from rayfolio.serving.compliance import compliance_report
 from rayfolio.serving.compliance_render import to_csv, to_markdown
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
+from rayfolio.serving.guards import Guards, error
 from rayfolio.serving.openapi import declare_market
 from rayfolio.serving.schemas import (
     HORIZONS,
     Decision,
-    ErrorBody,
     ErrorResponse,
     ExplanationRequest,
     RecommendationRequest,
@@ -50,9 +49,6 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 41
 CONFLICT = {**ERRORS, 409: {"model": ErrorResponse}}
 CODES = {400: "malformed_body", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
          413: "too_large", 429: "rate_limited", 503: "unavailable"}  # fmt: skip
-# Routes anyone may call; every other path needs a known key, checked before anything else.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
-ANONYMOUS_ADMIN = ApiKey("insecure-dev-anonymous", "admin")
 SYMBOLS_PATTERN = r"^[^,\s]{1,32}(,[^,\s]{1,32})*$"
 NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 REQUEST_ID_PATTERN = r"^[0-9A-Za-z_-]{1,64}$"
@@ -60,34 +56,13 @@ PRINTABLE = r"^[\x21-\x7e]+$"
 DAY = {"format": "date"}  # a query parameter holding an ISO day, YYYY-MM-DD
 
 
-def error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(code=code, message=message)).model_dump()
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class Admission:
-    """At most ``limit`` requests in this replica at once; past that, shed at once (cheaper for
-    everyone than a queue that times out)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit, self.in_flight = limit, 0
-
-    def enter(self) -> bool:
-        if self.in_flight >= self.limit:
-            return False
-        self.in_flight += 1
-        return True
-
-    def leave(self) -> None:
-        self.in_flight -= 1
-
-
 def create_app(settings: ServeSettings, service: RecommendationService, keys: tuple[ApiKey, ...]) -> FastAPI:
     """The API for one ingress replica (or one in-process server)."""
     description = "Explained, risk-checked portfolio recommendations. Bearer API keys; see the README."
     app = FastAPI(title="rayfolio", version="1", description=description)
     _error_handlers(app)
-    _guards(app, settings, keys)
+    app.add_middleware(Guards, keys=keys, max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes,
+                       retry_after_s=settings.retry_after_s, insecure_dev=settings.insecure_dev)  # fmt: skip
     served: dict = {}  # the document for one market: {market: document}
 
     def openapi() -> dict:
@@ -103,10 +78,12 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     app.openapi = openapi
     limiter = RateLimiter(settings.rate_per_key, settings.burst_per_key)
 
-    def caller(request: Request) -> ApiKey:
+    # Coroutines, not plain functions: FastAPI runs a plain dependency in its thread pool, a thread
+    # hop per request for a dictionary lookup.
+    async def caller(request: Request) -> ApiKey:
         return _within_rate(request.state.api_key, limiter)
 
-    def admin_caller(request: Request) -> ApiKey:
+    async def admin_caller(request: Request) -> ApiKey:
         key = request.state.api_key
         if not key.admin:
             raise HTTPException(403, "this route needs an admin key")
@@ -117,9 +94,13 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
     # Concurrent recommendations decided together: one policy forward pass (or one Allocator and
     # one RiskFilter call) and one audit transaction per batch.
     async def run(batch: list) -> list:
-        return await service.pipeline.run(batch)
+        answers = await service.pipeline.run(batch)
+        service.metrics.served(settings.allocator, (a for a in answers if not isinstance(a, RequestError)))
+        return answers
 
-    decide = Batcher(run, max_size=32, wait_s=0.002)
+    # At most two batches in progress: one deciding while the next awaits a deployment; the rest of
+    # the arrivals gather behind them (serving/batching.py).
+    decide = Batcher(run, max_size=32, wait_s=0.002, max_running=2)
 
     @app.get("/healthz", summary="the ingress is alive")
     async def healthz() -> dict:
@@ -130,7 +111,9 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         try:
             await asyncio.wait_for(service.ready(), timeout=5.0)
         except Exception:  # any failure downstream means not ready
-            return error(503, "not_ready", "models are loading or failed to load")
+            # Say which file, when a served model no longer verifies (a tampered weight or ONNX graph).
+            problem = await asyncio.to_thread(registry_problem, service)
+            return error(503, "not_ready", problem or "models are loading or failed to load")
         return {"status": "ready", "model_versions": service.model_versions, "data": service.data()}
 
     @app.post("/v1/recommendations", response_model=RecommendationResponse, responses=CONFLICT)
@@ -155,7 +138,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         response = await decide(admitted)
         if isinstance(response, RequestError):
             raise response
-        service.metrics.served(settings.allocator, response.checks, (time.perf_counter() - started) * 1e3)
+        service.metrics.latency_ms((time.perf_counter() - started) * 1e3)
         return response
 
     @app.get("/v1/recommendations/{request_id}", responses=ERRORS,
@@ -352,6 +335,19 @@ def _day(text: str | None, name: str) -> dt.date | None:
     raise RequestError("invalid_request", f"{name}: {text[:40]!r} is not a date (YYYY-MM-DD)")
 
 
+def registry_problem(service: RecommendationService) -> str | None:
+    """Why a served model does not verify (the production forecasters, the allocator named in the
+    settings), naming the file; None when they all do."""
+    registry, allocator = service.registry, service.settings.allocator
+    try:
+        registry.production("forecaster")  # each version's checksums verified
+        if allocator != "best":
+            registry.get(allocator)
+    except RegistryError as err:
+        return "models failed to load: " + str(err).replace(str(registry.root), "<registry>")
+    return None
+
+
 def experiment_outcome(service: RecommendationService, name: str, cost_bps: float):
     """The experiment's status from the audit log and the served prices; its errors as HTTP errors."""
     try:
@@ -388,47 +384,3 @@ def _error_handlers(app: FastAPI) -> None:
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:
         logger.exception("unexpected error")  # the trace goes to the replica's log, never to the client
         return error(500, "internal_error", "internal error; it has been logged")
-
-
-def _guards(app: FastAPI, settings: ServeSettings, keys: tuple[ApiKey, ...]) -> None:
-    admission, limit = Admission(settings.max_in_flight), settings.max_body_bytes
-    retry_after = {"Retry-After": str(max(1, round(settings.retry_after_s)))}
-
-    # Middlewares run in the reverse order of their definition: admission, then the key, then the size.
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return error(413, "too_large", f"request body over {limit} bytes")
-        if length is None and request.method in ("POST", "PUT", "PATCH"):
-            body = await request.body()  # chunked: read it once, bounded by the check below
-            if len(body) > limit:
-                return error(413, "too_large", f"request body over {limit} bytes")
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def _authenticate(request: Request, call_next):
-        path, root = request.scope["path"], request.scope.get("root_path", "")
-        if (path.removeprefix(root) or "/") not in PUBLIC_PATHS:
-            key = _find(keys, request, settings.insecure_dev)
-            if key is None:
-                return error(401, "unauthorized", "missing or unknown API key", {"WWW-Authenticate": "Bearer"})
-            request.state.api_key = key
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def _admit(request: Request, call_next):
-        if not admission.enter():
-            return error(503, "overloaded", f"over {admission.limit} requests in progress here; retry later",
-                         retry_after)  # fmt: skip
-        try:
-            return await call_next(request)
-        finally:
-            admission.leave()
-
-
-def _find(keys: tuple[ApiKey, ...], request: Request, insecure_dev: bool) -> ApiKey | None:
-    if insecure_dev and not keys:
-        return ANONYMOUS_ADMIN
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    return find_key(keys, presented.strip()) if scheme.lower() == "bearer" else None

@@ -7,6 +7,7 @@ Created in the replica that records them: one ``ServiceMetrics`` per replica.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from ray.util import metrics
@@ -55,12 +56,18 @@ class ServiceMetrics:
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], tag_keys=("experiment", "arm"),
         )  # fmt: skip
 
-    def served(self, allocator: str, checks: Iterable, latency_ms: float) -> None:
-        self.recommendations.inc(tags={"allocator": allocator})
+    def served(self, allocator: str, responses: Iterable) -> None:
+        """A batch's answered recommendations: one increment per counter and tag (each ``inc`` is a
+        call into Ray's metrics agent; per request they cost ~5% of a loaded ingress)."""
+        responses = list(responses)
+        if responses:
+            self.recommendations.inc(len(responses), tags={"allocator": allocator})
+        changed = Counter(check.name for r in responses for check in r.checks if check.changed)
+        for name, count in changed.items():
+            self.checks.inc(count, tags={"check": name})
+
+    def latency_ms(self, latency_ms: float) -> None:
         self.latency.observe(latency_ms)
-        for check in checks:
-            if check.changed:
-                self.checks.inc(tags={"check": check.name})
 
     def arm(self, experiment: str, arm: str, latency_ms: float, ok: bool, requests: int) -> None:
         tags = {"experiment": experiment, "arm": arm}
