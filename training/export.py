@@ -140,8 +140,8 @@ def _quiet() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     # The quantiser calls logging.warning(), which gives a root logger without handlers one on
     # stderr for good: every later record of the process would then print twice.
-    placeholder = logging.NullHandler()
-    logging.getLogger().addHandler(placeholder)
+    absorber = logging.NullHandler()
+    logging.getLogger().addHandler(absorber)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
@@ -151,7 +151,7 @@ def _quiet() -> Iterator[None]:
         finally:
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
-            logging.getLogger().removeHandler(placeholder)
+            logging.getLogger().removeHandler(absorber)
 
 
 def to_onnx(model: torch.nn.Module, x: torch.Tensor, neighbours: torch.Tensor) -> bytes:

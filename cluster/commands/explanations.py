@@ -5,18 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rayfolio.cluster.commands.common import config_and_address, iso_date, registry_option
+from rayfolio.cluster.commands.common import config_and_address, iso_date, positive_int, registry_option
 from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"a number of trading days >= 1, got {text!r}")
-    return value
 
 
 def register(commands) -> None:
@@ -37,7 +27,7 @@ def register(commands) -> None:
                          help="explanation store directory (default: <store's parent>/explanations)")  # fmt: skip
     when = refresh.add_mutually_exclusive_group()
     when.add_argument("--since", type=iso_date, help="every store date from this day (YYYY-MM-DD) on")
-    when.add_argument("--days", type=_positive, default=DEFAULT_DAYS,
+    when.add_argument("--days", type=positive_int, default=DEFAULT_DAYS,
                       help=f"the store's latest N trading days (default {DEFAULT_DAYS})")  # fmt: skip
     refresh.set_defaults(func=_refresh)
 

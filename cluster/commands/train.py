@@ -8,17 +8,10 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from rayfolio.cluster.commands.common import config_and_address, registry_option
+from rayfolio.cluster.commands.common import config_and_address, positive_int, registry_option
 from rayfolio.training.config import Family
 
 FAMILIES = get_args(Family)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -40,7 +33,7 @@ def register(commands) -> None:
         "--family", choices=FAMILIES, action="append", help="a family to search, repeatable (default: the config's)"
     )
     tune.add_argument(
-        "--samples", type=_positive_int, required=True, help="configurations to try per family (the config's search)"
+        "--samples", type=positive_int, required=True, help="configurations to try per family (the config's search)"
     )
 
 
