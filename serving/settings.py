@@ -100,9 +100,17 @@ class ServeSettings(BaseModel):
     # The policy's part, computed per request for the assets held or traded: ~40 ms for 20 assets.
     policy_samples: int = Field(128, ge=4)
     policy_background: int = Field(16, ge=2)
+    # The run whose backtest output (metrics.json, returns.parquet: DESIGN.md) the console shows and goal
+    # plans resample; None: the store's parent (a run directory: runs/<name>/features -> runs/<name>).
+    run_dir: Path | None = None
     # How often each serving object checks the feature store's manifest for an appended version
     # (serving/data_watch.py): a new day reaches every replica within about this long.
     data_poll_s: float = Field(5.0, gt=0)
+
+    @property
+    def report_dir(self) -> Path:
+        """The run directory holding the backtest output (``run_dir``, else the store's parent)."""
+        return self.run_dir if self.run_dir is not None else self.store.parent
 
     @property
     def capacity(self) -> int:
