@@ -41,6 +41,7 @@ from rayfolio.serving.schemas import (
 )
 from rayfolio.serving.service import RecommendationService
 from rayfolio.serving.settings import ServeSettings
+from rayfolio.training.catalog import CATALOG
 from rayfolio.training.registry import RegistryError
 
 logger = logging.getLogger(__name__)
@@ -255,9 +256,12 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         }
 
     @app.get("/v1/models", responses=ERRORS)
-    async def models(_: ApiKey = user) -> dict:
+    async def models(key: ApiKey = user) -> dict:
         await service.ready()
-        return {"models": [service.model_card(n) for n in service.registry.models()], "serving": service.model_versions}
+        # The forecaster families' catalog (use cases, latency class...): what the console filters by;
+        # "admin": whether this key may promote or roll back (the console shows those actions only then).
+        return {"models": [service.model_card(n) for n in service.registry.models()], "serving": service.model_versions,
+                "catalog": [spec.as_dict() for spec in CATALOG.values()], "admin": key.admin}  # fmt: skip
 
     # Before /v1/models/{name}: a 405 on this path names this route's method (Starlette's Allow
     # header comes from the first route whose path matches).
