@@ -27,6 +27,7 @@ from rayfolio.serving.auth import ApiKey, RateLimiter
 from rayfolio.serving.batching import Batcher
 from rayfolio.serving.compliance import compliance_report
 from rayfolio.serving.compliance_render import to_csv, to_markdown
+from rayfolio.serving.console import mount_console
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
 from rayfolio.serving.guards import Guards, error
@@ -60,7 +61,8 @@ DAY = {"format": "date"}  # a query parameter holding an ISO day, YYYY-MM-DD
 def create_app(settings: ServeSettings, service: RecommendationService, keys: tuple[ApiKey, ...]) -> FastAPI:
     """The API for one ingress replica (or one in-process server)."""
     description = "Explained, risk-checked portfolio recommendations. Bearer API keys; see the README."
-    app = FastAPI(title="rayfolio", version="1", description=description)
+    # docs_url/redoc_url None: FastAPI's pages load a CDN; serving/console.py serves vendored ones.
+    app = FastAPI(title="rayfolio", version="1", description=description, docs_url=None, redoc_url=None)
     _error_handlers(app)
     app.add_middleware(Guards, keys=keys, max_in_flight=settings.max_in_flight, max_body_bytes=settings.max_body_bytes,
                        retry_after_s=settings.retry_after_s, insecure_dev=settings.insecure_dev)  # fmt: skip
@@ -325,6 +327,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         text, media = (to_markdown(report), "text/markdown") if format == "md" else (to_csv(report), "text/csv")
         return PlainTextResponse(text, media_type=f"{media}; charset=utf-8")
 
+    mount_console(app)  # /ui, /docs, /redoc: vendored, same origin, under a Content-Security-Policy
     return app
 
 

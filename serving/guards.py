@@ -24,7 +24,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 # Routes anyone may call; every other path needs a known key, checked before anything else.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/redoc", "/ui"})
+# The console's static files and the vendored docs assets (serving/console.py): its scripts send the key on API calls.
+PUBLIC_PREFIX = "/ui/"
 ANONYMOUS_ADMIN = ApiKey("insecure-dev-anonymous", "admin")
 
 
@@ -79,7 +81,7 @@ class Guards:
         """(the error answer or None, the ``receive`` the app reads the body from)."""
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
-        if path not in PUBLIC_PATHS:
+        if path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIX):
             key = self._find(headers.get("authorization", ""))
             if key is None:
                 return error(401, "unauthorized", "missing or unknown API key", {"WWW-Authenticate": "Bearer"}), receive

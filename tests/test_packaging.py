@@ -34,6 +34,13 @@ def _source_modules() -> set[str]:
     return modules
 
 
+def _tracked(folder: Path) -> list[Path]:
+    """The tracked and new (not ignored) files under ``folder``."""
+    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", str(folder)], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    return [REPO / n for n in names if (REPO / n).is_file()]
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """The wheel built from a clean copy (tracked and new files, no build leftovers), installed
@@ -75,6 +82,15 @@ def test_the_wheel_holds_every_module(installed):
     missing = _source_modules() - shipped
     assert not missing, f"the wheel leaves out {sorted(missing)}"
     assert (installed / "rayfolio" / "cluster" / "serve_config.yaml").is_file()  # read by `rayfolio serve`
+    # The console and the API docs' pages with their vendored libraries and licences (serving/console.py).
+    console = installed / "rayfolio" / "serving" / "console"
+    source = {p.relative_to(REPO / "serving" / "console") for p in _tracked(REPO / "serving" / "console")}
+    missing = sorted(str(p) for p in source if not (console / p).is_file())
+    assert not missing, f"the wheel leaves out console files {missing}"
+    for page in ("apidocs/swagger.html", "apidocs/redoc.html", "vendor/README.txt"):
+        assert (console / page).is_file(), page
+    unlicensed = [d.name for d in (console / "vendor").iterdir() if d.is_dir() and not list(d.glob("LICENSE*"))]
+    assert not unlicensed, f"vendored without their LICENSE file: {unlicensed}"
 
 
 def test_every_module_imports_from_the_wheel(installed, tmp_path):
