@@ -31,7 +31,9 @@ from rayfolio.serving.console import mount_console
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
 from rayfolio.serving.guards import Guards, error
+from rayfolio.serving.jobs_routes import jobs_router
 from rayfolio.serving.openapi import declare_market
+from rayfolio.serving.plans import plans_router
 from rayfolio.serving.schemas import (
     HORIZONS,
     Decision,
@@ -327,7 +329,9 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
         text, media = (to_markdown(report), "text/markdown") if format == "md" else (to_csv(report), "text/csv")
         return PlainTextResponse(text, media_type=f"{media}; charset=utf-8")
 
+    app.include_router(plans_router(settings, user))  # POST /v1/plans, GET /v1/plans/strategies
     mount_console(app)  # /ui, /docs, /redoc: vendored, same origin, under a Content-Security-Policy
+    app.include_router(jobs_router(settings, service, admin))
     return app
 
 

@@ -10,4 +10,4 @@ load torch or Ray's libraries; heavy imports go inside the handlers.
 
 # Order = the order in `rayfolio --help`.
 COMMAND_MODULES = ("run", "data", "train", "rl", "forecasts", "explanations", "serve", "experiment", "models",
-                   "monitor", "daily", "submit", "audit")  # fmt: skip
+                   "monitor", "daily", "submit", "audit", "plan")  # fmt: skip
