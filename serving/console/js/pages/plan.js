@@ -12,25 +12,22 @@ export const TITLE = "Plan";
 export async function render(main, ctx) {
   const listed = await api("v1/plans/strategies");
   if (!ctx.alive()) return;
-  const strategies = (Array.isArray(listed) ? listed : listed.strategies || [])
-    .map((s) => (typeof s === "string" ? { name: s } : s));
   const out = h("div", { id: "plan-result" });
-  replace(main, h("h1", {}, "Plan a goal"), form(strategies, out), out);
+  replace(main, h("h1", {}, "Plan a goal"), form(listed.strategies, listed.default, out), out);
 }
 
-function form(strategies, out) {
+function form(strategies, preferred, out) {
   const number = (name, value, attrs) => h("input", { type: "number", name, value, required: true, ...attrs });
-  const initial = number("initial_wealth", 50000, { min: 0, step: 100 });
-  const goal = number("goal", 250000, { min: 1, step: 100 });
+  const initial = number("initial_wealth", 50000, { min: 0, step: "any" });
+  const goal = number("goal", 250000, { min: 1, step: "any" });
   const years = number("horizon_years", 15, { min: 1, max: 40, step: 1 });
-  const monthly = number("monthly_contribution", 500, { min: 0, step: 10 });
+  const monthly = number("monthly_contribution", 500, { min: 0, step: "any" });
   const target = number("target_probability", 0.8, { min: 0.01, max: 0.99, step: 0.01 });
   const paths = number("paths", 10000, { min: 100, step: 100 });
   const seed = number("seed", 0, { min: 0, step: 1 });
-  const names = strategies.map((s) => s.name);
-  const preferred = ["balanced", "served_balanced"].find((s) => names.includes(s)) || names[0];
+  // Each strategy's daily net returns from the backtest: a served risk profile or a backtested strategy.
   const strategy = h("select", { name: "strategy" }, strategies.map((s) => h("option", { value: s.name,
-    selected: s.name === preferred }, s.label || s.description ? `${s.name} — ${s.label || s.description}` : s.name)));
+    selected: s.name === preferred }, `${s.name}${s.served ? " (served profile)" : ""}, ${s.data_start} to ${s.data_end}`)));
   const submit = h("button", { type: "submit" }, "Run the plan");
   const f = h("form", { class: "card", "aria-label": "Your goal" },
     h("fieldset", { class: "grid" }, h("legend", {}, "Your goal"),
