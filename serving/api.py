@@ -33,6 +33,7 @@ from rayfolio.serving.experiment_status import ExperimentError, conclude_experim
 from rayfolio.serving.guards import Guards, error
 from rayfolio.serving.openapi import declare_market
 from rayfolio.serving.plans import plans_router
+from rayfolio.serving.report_routes import reports_router
 from rayfolio.serving.schemas import (
     HORIZONS,
     Decision,
@@ -257,6 +258,9 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
             },
             "model_weights": {name: float(w[h]) for name, w in forecast.model_weights.items()},
         }
+
+    # Before /v1/models/{name}, which would take "compare" for a model's name.
+    app.include_router(reports_router(settings, service, user))  # GET /v1/backtest, /v1/models/compare
 
     @app.get("/v1/models", responses=ERRORS)
     async def models(key: ApiKey = user) -> dict:
