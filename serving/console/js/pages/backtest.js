@@ -20,7 +20,7 @@ export async function render(main, ctx) {
     data: { labels: data.curves.dates, datasets: strategies.map((s, i) => ({ label: s, data: series[s],
       borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length], borderWidth: 1.5,
       pointRadius: 0, hidden: some && !FIRST.test(s) })) },
-    options: { interaction: { mode: "index", intersect: false }, scales: { x: { ticks: { maxTicksLimit: 8 } }, y: format },
+    options: { interaction: { mode: "index", intersect: false }, scales: { x: { ticks: { maxTicksLimit: 8 } }, y: format || {} },
       plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${format === undefined ? num(c.raw, 2) : pct(c.raw)}` } } } },
   });
   const columns = [["annual_return", "Annual return", pct], ["volatility", "Volatility", pct], ["sharpe", "Sharpe", num],

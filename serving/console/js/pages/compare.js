@@ -70,14 +70,15 @@ function results(data) {
   const years = [...new Set(families.flatMap((f) => Object.keys(byYear[f])))].sort();
   const out = [section("Metrics", table(["Metric", ...columns], rows, { numeric: columns.map((_, i) => i + 1) }))];
   if (families.length && years.length) {
-    out.push(section("Rank IC by year",
-      chart(`Rank IC by calendar year (${data.rank_ic_source || "out of sample"})`, {
+    const figure = chart(`Rank IC by calendar year (${data.rank_ic_source || "out of sample"})`, {
         type: "bar",
         data: { labels: years, datasets: families.map((f, i) => ({ label: f, backgroundColor: COLORS[i % COLORS.length],
           data: years.map((y) => byYear[f][y] ?? null) })) },
         options: { scales: { y: { title: { display: true, text: "Rank IC" } } },
           plugins: { tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${num(c.raw, 4)}` } } } },
-      }),
+      });
+    figure.id = "rankic-chart";
+    out.push(section("Rank IC by year", figure,
       table(["Year", ...families], years.map((y) => [y, ...families.map((f) => num(byYear[f][y], 4))]),
         { numeric: families.map((_, i) => i + 1), caption: "The chart's figures" })));
   } else {

@@ -33,7 +33,12 @@ function control(name, prop, required, catalog) {
   const choices = p.enum || (name === "config" && catalog.configs) || (name === "family" && catalog.families) || null;
   let input;
   let read;
-  if (choices) {
+  if (p.const !== undefined) {
+    return null; // one allowed value (e.g. the data source): the API's default, nothing to choose
+  } else if (p.type === "string" && p.format === "date") {
+    input = h("input", { type: "date", name, required: required || null });
+    read = () => (input.value === "" ? undefined : input.value);
+  } else if (choices) {
     input = h("select", { name }, required ? null : h("option", { value: "" }, "(default)"),
       choices.map((c) => h("option", { value: c, selected: c === prop.default }, String(c))));
     read = () => (input.value === "" ? undefined : choices.find((c) => String(c) === input.value));
@@ -55,7 +60,9 @@ function control(name, prop, required, catalog) {
   } else {
     return null; // a nested object: not offered by this form (the API's defaults apply)
   }
-  return { node: field(title, input, hint), read };
+  const node = field(title, input, hint);
+  if (input.tagName === "TEXTAREA") node.classList.add("span-all");
+  return { node, read };
 }
 
 function limits(p) {
@@ -79,7 +86,7 @@ function jobForm(catalog) {
     const schema = (spec && spec.schema) || { properties: {} };
     const required = new Set(schema.required || []);
     readers = [];
-    summary.textContent = spec ? spec.summary || "" : "";
+    summary.textContent = spec ? (spec.summary || "").replaceAll("``", "") : "";
     const nodes = [];
     for (const [name, prop] of Object.entries(schema.properties || {})) {
       if (name === "command") continue;
