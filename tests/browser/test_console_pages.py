@@ -106,7 +106,7 @@ def test_a_goal_plan_shows_the_api_figures_and_its_fan_chart(console, page):
     page.locator("#fan-chart canvas").wait_for(timeout=60_000)
     strategy = page.get_by_label("Strategy").input_value()
     body = {"initial_wealth": 50000, "goal": 120000, "horizon_years": 10, "monthly_contribution": 500,
-            "strategy": strategy, "target_probability": 0.8, "paths": 10000, "seed": 0}  # the form's values
+            "strategy": strategy, "target_probability": 0.8, "paths": 10000, "seed": 0}  # as the form  # fmt: skip
     plan = console.client.post("/v1/plans", json=body, headers=auth(console.user_key)).json()
     assert page.locator("#plan-probability").inner_text() == f"{plan['probability'] * 100:.1f}%"
     drawn = chart_data(page, "fan-chart")
