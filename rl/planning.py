@@ -112,7 +112,8 @@ class PlanSpec(BaseModel):
                                  description="years to the goal, 1/12 (a month) to 40, in whole months")  # fmt: skip
     monthly_contribution: float = Field(0.0, ge=0, le=MONEY, description="paid at each month's end")
     target_probability: float = Field(0.8, gt=0, lt=1, description="the probability the plan should reach")
-    paths: int = Field(10_000, ge=100, le=1_000_000, description="Monte Carlo paths")
+    # At most 100,000: 40 years of monthly growth for them is ~390 MB.
+    paths: int = Field(10_000, ge=100, le=100_000, description="Monte Carlo paths")
     block_length: float = Field(DEFAULT_BLOCK_LENGTH, ge=1, le=252, description="mean bootstrap block, trading days")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     max_monthly_contribution: float | None = Field(
@@ -192,7 +193,7 @@ def _monthly_growth(level: np.ndarray, out: np.ndarray, per_month: int, mean_blo
     E exponential: geometric with mean L). The drawing order is fixed (path by path, block by block),
     so a generator gives the same paths on any machine. The growth over days [s, s + k) is
     level[s + k] / level[s], wrapping past the last day once at most (k <= per_month <= n): a
-    division per piece, where summing logs would need an exp per month (twice the time here).
+    division per piece and no exp per month.
     """
     n = level.shape[0] - 1
     paths, months = out.shape
@@ -236,7 +237,8 @@ def monthly_growth(returns: np.ndarray, months: int, paths: int, block_length: f
         rows = out[j * CHUNK : (j + 1) * CHUNK]
         _monthly_growth(level, rows, TRADING_DAYS_PER_MONTH, float(block_length), np.random.default_rng(seeds[j]))
 
-    threads = threads or min(4, len(os.sched_getaffinity(0)))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = threads or min(4, usable)
     if threads == 1 or len(seeds) == 1:
         for j in range(len(seeds)):
             fill(j)
@@ -293,8 +295,9 @@ def required_contribution(a: np.ndarray, b: np.ndarray, goal: float, target: flo
 
 
 def plan(history: ReturnHistory, spec: PlanSpec, search_years: int = SEARCH_YEARS) -> PlanResult:
-    """The plan ``spec`` asks for, on ``history``'s returns (``search_years``: how far the years
-    needed are looked for; 0 skips them, and the paths are then only the horizon long)."""
+    """The plan ``spec`` asks for, on ``history``'s returns. ``search_years``: how far the years needed
+    are looked for (the paths are that long at least); 0 looks at today only and keeps the paths to
+    the horizon's length (tests with many paths and a short horizon)."""
     horizon = spec.months
     months = max(horizon, 12 * search_years)
     growth = monthly_growth(history.returns, months, spec.paths, spec.block_length, spec.seed)
@@ -307,9 +310,9 @@ def plan(history: ReturnHistory, spec: PlanSpec, search_years: int = SEARCH_YEAR
     def wealth(month: int) -> np.ndarray:
         return a[:, at[month]] + c * b[:, at[month]]
 
-    terminal = wealth(horizon)
     if not np.all(np.isfinite(a)) or not np.all(np.isfinite(b)):
         raise PlanError(f"{history.strategy}: wealth overflows over {months} months; plan a shorter horizon")
+    terminal = wealth(horizon)
     reached = int(np.count_nonzero(terminal >= spec.goal))
     fan_months = [int(m) for m in checkpoints if m <= horizon]
     bands = np.percentile(np.stack([wealth(m) for m in fan_months], axis=1), PERCENTILES, axis=0)

@@ -39,7 +39,7 @@ def register(commands) -> None:
                       help="run directory with the backtest's returns.parquet (default: the config's run directory, "
                       "runs/quickstart)")  # fmt: skip
     plan.add_argument("--config", type=Path, help="run config naming runs/<name> (default: the built-in quickstart)")
-    plan.add_argument("--paths", type=int, default=10_000, help="Monte Carlo paths, 100 to 1,000,000 (default 10000)")
+    plan.add_argument("--paths", type=int, default=10_000, help="Monte Carlo paths, 100 to 100,000 (default 10000)")
     plan.add_argument("--block-length", type=float, default=21.0, help="mean bootstrap block in days (default 21)")
     plan.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     plan.add_argument("--json", action="store_true", help="print the plan as JSON (the API's response)")
