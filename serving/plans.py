@@ -65,7 +65,8 @@ def plans_router(settings: ServeSettings, user) -> APIRouter:
             "default": default if names else None,
             "strategies": [
                 {"name": name, "column": h.strategy, "served": h.strategy.startswith(SERVED_PREFIX),
-                 "data_start": h.start, "data_end": h.end, "days": len(h.returns)}
+                 "description": _description(name, h), "data_start": h.start, "data_end": h.end,
+                 "days": len(h.returns)}
                 for name, h in histories.items()
             ],
         }  # fmt: skip
@@ -84,3 +85,9 @@ def plans_router(settings: ServeSettings, user) -> APIRouter:
             raise RequestError("invalid_request", str(err)) from None
 
     return router
+
+
+def _description(name: str, history: ReturnHistory) -> str:
+    if not history.strategy.startswith(SERVED_PREFIX):
+        return "backtested strategy"
+    return f"the service's {history.strategy.removeprefix(SERVED_PREFIX)} profile, as served (backtest)"
