@@ -65,7 +65,7 @@ def plans_router(settings: ServeSettings, user) -> APIRouter:
             "default": default if names else None,
             "strategies": [
                 {"name": name, "column": h.strategy, "served": h.strategy.startswith(SERVED_PREFIX),
-                 "description": _description(name, h), "data_start": h.start, "data_end": h.end,
+                 "description": _description(h), "data_start": h.start, "data_end": h.end,
                  "days": len(h.returns)}
                 for name, h in histories.items()
             ],
@@ -87,7 +87,7 @@ def plans_router(settings: ServeSettings, user) -> APIRouter:
     return router
 
 
-def _description(name: str, history: ReturnHistory) -> str:
+def _description(history: ReturnHistory) -> str:
     if not history.strategy.startswith(SERVED_PREFIX):
         return "backtested strategy"
     return f"the service's {history.strategy.removeprefix(SERVED_PREFIX)} profile, as served (backtest)"
