@@ -101,10 +101,11 @@ def _serve(args: argparse.Namespace) -> None:
         url = f"http://{host}:{port}"
         auth = "" if settings.insecure_dev else ' -H "Authorization: Bearer $RAYFOLIO_KEY"'
         logger.info(
-            "rayfolio is serving at %s (OpenAPI: %s/docs; capacity %d requests at once); Ctrl-C stops it. Try:\n\n"
+            "rayfolio is serving at %s (capacity %d requests at once); Ctrl-C stops it.\n"
+            "  console:  %s/ui/  (sign in with an API key)\n  API docs: %s/docs\nTry:\n\n"
             "  curl -s %s/v1/recommendations%s -H 'Content-Type: application/json' \\\n"
             "    -d '{\"portfolio\": {}, \"risk_profile\": {\"risk_tolerance\": 0.5, \"horizon_days\": 20}}'\n",
-            url, url, settings.capacity, url, auth,
+            url, settings.capacity, url, url, url, auth,
         )  # fmt: skip
         try:
             follow_serve_config(args, settings)
