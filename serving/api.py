@@ -31,6 +31,7 @@ from rayfolio.serving.console import mount_console
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.experiment_status import ExperimentError, conclude_experiment, experiment_status
 from rayfolio.serving.guards import Guards, error
+from rayfolio.serving.jobs_routes import jobs_router
 from rayfolio.serving.openapi import declare_market
 from rayfolio.serving.plans import plans_router
 from rayfolio.serving.report_routes import reports_router
@@ -334,6 +335,7 @@ def create_app(settings: ServeSettings, service: RecommendationService, keys: tu
 
     app.include_router(plans_router(settings, user))  # POST /v1/plans, GET /v1/plans/strategies
     mount_console(app)  # /ui, /docs, /redoc: vendored, same origin, under a Content-Security-Policy
+    app.include_router(jobs_router(settings, service, admin))
     return app
 
 

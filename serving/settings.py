@@ -103,6 +103,13 @@ class ServeSettings(BaseModel):
     # The run whose backtest output (metrics.json, returns.parquet: DESIGN.md) the console shows and goal
     # plans resample; None: the store's parent (a run directory: runs/<name>/features -> runs/<name>).
     run_dir: Path | None = None
+    # Training jobs over HTTP (serving/jobs.py): the Ray job server (None: the dashboard of the cluster
+    # this replica runs on, found at run time), where job outputs go (None: jobs/ beside the run
+    # directory; on a multi-node cluster, storage every node reaches) and a folder of named run configs
+    # (<name>.yaml) jobs may use beside the built-in quickstart (None: the quickstart only).
+    jobs_address: str | None = None
+    jobs_dir: Path | None = None
+    job_configs: Path | None = None
     # How often each serving object checks the feature store's manifest for an appended version
     # (serving/data_watch.py): a new day reaches every replica within about this long.
     data_poll_s: float = Field(5.0, gt=0)

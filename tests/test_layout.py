@@ -14,6 +14,9 @@ EXCEPTIONS = {
     # The registry (training/) validates every card, and the allocator card carries the typed
     # environment config (rl/config.py, plain pydantic over data/) it was trained with.
     ("rayfolio.training.cards", "rl"),
+    # The jobs routes submit the CLI's commands and validate a run config against the CLI's typed
+    # RunConfig (cluster/config.py, plain pydantic over the data, training and rl configs) before submission.
+    ("rayfolio.serving.jobs", "cluster"),
 }
 
 

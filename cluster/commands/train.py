@@ -5,6 +5,7 @@ existing feature store, scored on validation against the baselines, and register
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import get_args
 
@@ -79,5 +80,8 @@ def _train(args: argparse.Namespace) -> None:
     print(pd.DataFrame(rows).to_string(index=False))
     best = validation[validation.model.isin(BASELINES)].groupby("horizon")["rank_ic"].max()
     print("best baseline val Rank IC: " + ", ".join(f"{h}d {v:.4f}" for h, v in best.items()))
+    # The same as a file: what a training job submitted over HTTP shows as its metrics (serving/jobs.py).
+    summary = {"models": rows, "best_baseline_val_rank_ic": {f"{h}d": float(v) for h, v in best.items()}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(f"registry: {registry.root}")
     print(f"forecasts: {stage.forecasts_path}")
