@@ -6,7 +6,8 @@ the service's cluster, lists, follows, tails and stops them (serving/jobs.py dec
 
 import asyncio
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.routing import APIRoute
 
 from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey
@@ -21,7 +22,7 @@ ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 404, 422, 42
 
 def jobs_router(settings: ServeSettings, service: RecommendationService, admin) -> APIRouter:
     """The routes; ``admin`` is the app's admin-key dependency."""
-    router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+    router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS, route_class=_SharedPathRoute)
     jobs = Jobs(settings, service.audit)
 
     async def call(method, *args):
@@ -34,7 +35,8 @@ def jobs_router(settings: ServeSettings, service: RecommendationService, admin) 
     async def job_catalog(_: ApiKey = admin) -> dict:
         return catalog(settings)
 
-    @router.post("", status_code=201, summary="submit an allowed rayfolio command as a Ray job (admin)")
+    @router.post("", status_code=201, operation_id="submit_job",
+                 summary="submit an allowed rayfolio command as a Ray job (admin)")  # fmt: skip
     async def submit(body: JobRequest, key: ApiKey = admin) -> dict:
         return await call(jobs.submit, body, key_id(key.key))
 
@@ -56,4 +58,17 @@ def jobs_router(settings: ServeSettings, service: RecommendationService, admin) 
     async def stop(job_id: str = Path(pattern=JOB_ID), key: ApiKey = admin) -> dict:
         return await call(jobs.stop, job_id, key_id(key.key))
 
+    for route in router.routes:  # GET and POST /v1/jobs are two routes: each answers a 405 naming both
+        route.allowed = frozenset().union(*(r.methods for r in router.routes if r.path == route.path))
     return router
+
+
+class _SharedPathRoute(APIRoute):
+    """A route whose 405 names every method of its path (Starlette's names only the first route's)."""
+
+    allowed: frozenset[str] = frozenset()
+
+    async def handle(self, scope, receive, send) -> None:
+        if scope["method"] not in self.methods and self.allowed:
+            raise HTTPException(405, headers={"Allow": ", ".join(sorted(self.allowed))})
+        await super().handle(scope, receive, send)
