@@ -419,7 +419,7 @@ def main() -> None:
         if results:
             frame, reference = table(results, args.timeout)
             print(f"\nwall seconds per component and size; ratios to the {reference}-asset time")
-            print(frame.to_markdown(colalign=("left", *["right"] * frame.shape[1])))
+            print(frame.to_markdown(colalign=("left", *["right"] * frame.shape[1]), disable_numparse=True))
             print("\ntargets (the issue's):")
             for line in targets(results, args.timeout):
                 print(f"  {line}")
