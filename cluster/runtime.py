@@ -58,20 +58,38 @@ def init_local_ray(**options) -> ray.RayContext:
     node's processes, which inherit this process's environment when ray.init starts them, get its
     address in ``RAY_ADDRESS`` (``address="local"`` itself ignores the variable); this process's
     environment is restored afterwards."""
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     pinned = {GCS_PORT_VARIABLE: str(port), "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}
     saved = {name: os.environ.get(name) for name in pinned}
     os.environ.update(pinned)
+    params = ray._private.parameter
+    default_params = params.RayParams
+    # The dashboard agent (what runs submitted jobs: `rayfolio serve`'s /v1/jobs) listens on a fixed port,
+    # 52365, that ray.init cannot change; with a second local Ray on the machine the later one's agent
+    # fails to bind and every job submission to it is refused ("No available agent"). A free port here.
+    agent_port = _free_port()
+
+    class AgentOnFreePort(default_params):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.setdefault("dashboard_agent_listen_port", agent_port)
+            super().__init__(*args, **kwargs)
+
+    params.RayParams = AgentOnFreePort
     try:
         return ray.init(address="local", **options)
     finally:
+        params.RayParams = default_params
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
 
 
 def _ray_data_progress(shown: bool) -> None:
