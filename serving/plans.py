@@ -16,7 +16,7 @@ import logging
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import ConfigDict, Field, create_model
+from pydantic import ConfigDict, Field, create_model, field_validator
 
 from rayfolio.rl.planning import SERVED_PREFIX, PlanError, PlanResult, PlanSpec, ReturnHistory, load_histories, plan
 from rayfolio.serving.errors import RequestError
@@ -37,6 +37,12 @@ class PlanBody(PlanSpec):
     model_config = ConfigDict(strict=True)
 
     paths: int = Field(10_000, ge=100, le=MAX_PATHS, description="Monte Carlo paths")
+
+    @field_validator("paths", "seed", mode="before")
+    @classmethod
+    def _whole_number(cls, value):
+        """JSON has one number type: 1558.0 is the integer its schema allows (strict mode alone refuses it)."""
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def plans_router(settings: ServeSettings, user) -> APIRouter:

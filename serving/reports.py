@@ -110,14 +110,15 @@ def parse_models(text: str, registry: ModelRegistry) -> list[Entry]:
     for part in parts:
         name, _, version = part.partition(":")
         if name not in known:
-            raise RequestError("invalid_request", f"models: no model named {name[:64]!r}")
+            # 404, as GET /v1/models/{name} answers: a well-formed request naming what is not registered.
+            raise RequestError("not_found", f"models: no model named {name[:64]!r}", 404)
         if not version:
             version = registry.stage_version(name, "production") or ""
             if not version:
                 raise RequestError("invalid_request", f"models: {name} has no production version; name one "
                                    f"({name}:{registry.versions(name)[-1]})")  # fmt: skip
         elif version not in registry.versions(name):
-            raise RequestError("invalid_request", f"models: {name} has no version {version[:64]!r}")
+            raise RequestError("not_found", f"models: {name} has no version {version[:64]!r}", 404)
         out.append(Entry(name, version))
     return out
 

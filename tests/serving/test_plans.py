@@ -32,7 +32,8 @@ def served(ray_session, tmp_path_factory):
 
 def test_a_plan_is_the_cores_plan_with_every_field(served):
     client, settings = served
-    r = client.post("/v1/plans", json={**GOAL, "strategy": "balanced", "seed": 3}, headers=auth(USER))
+    # 3.0 is the integer 3 (JSON has one number type); strict types still refuse "3" and true.
+    r = client.post("/v1/plans", json={**GOAL, "strategy": "balanced", "seed": 3.0}, headers=auth(USER))
     assert r.status_code == 200, r.text
     out = r.json()
     history = load_histories(settings.report_dir / "returns.parquet")["served_balanced"]
@@ -65,7 +66,7 @@ def test_the_strategies_are_the_served_profiles_and_every_backtested_column(serv
      ({"horizon_years": 40.5}, "horizon_years"), ({"monthly_contribution": -1}, "monthly_contribution"),
      ({"target_probability": 0}, "target_probability"), ({"target_probability": 1}, "target_probability"),
      ({"strategy": "yolo"}, "strategy"), ({"paths": 10**7}, "paths"), ({"goal": "lots"}, "goal"),
-     ({"leverage": 3}, "leverage")],
+     ({"leverage": 3}, "leverage"), ({"seed": 2.5}, "seed"), ({"paths": True}, "paths")],
 )  # fmt: skip
 def test_bad_input_is_a_422_naming_the_field(served, change, field):
     client, _ = served

@@ -131,8 +131,6 @@ def test_compare_gives_each_versions_metrics_and_the_rank_ic_by_year(run):
     [
         ({"models": "lstm-forecaster"}, "models: name 2 to 6 entries"),
         ({"models": ",".join(["lstm-forecaster"] * 7)}, "models: name 2 to 6 entries"),
-        ({"models": "lstm-forecaster,nope"}, "models: no model named 'nope'"),
-        ({"models": "lstm-forecaster,lstm-forecaster:v0099"}, "models: lstm-forecaster has no version 'v0099'"),
         ({"models": "lstm-forecaster,ppo-allocator", "horizon": 7}, "horizon: must be one of [5, 20, 60]"),
         ({"models": "lstm-forecaster,ppo-allocator", "split": "train"}, "split"),
         ({}, "models"),
@@ -142,6 +140,19 @@ def test_bad_compare_requests_are_422_naming_the_parameter(run, params, fragment
     client, _ = run
     r = client.get("/v1/models/compare", params=params, headers=auth(USER))
     assert r.status_code == 422 and fragment in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize(
+    ("models", "fragment"),
+    [("lstm-forecaster,nope", "models: no model named 'nope'"),
+     ("lstm-forecaster,lstm-forecaster:v0099", "models: lstm-forecaster has no version 'v0099'")],
+)  # fmt: skip
+def test_comparing_a_model_or_version_not_registered_is_404(run, models, fragment):
+    """Well-formed, naming what is not there: 404, as GET /v1/models/{name} answers (a 422 would refuse a
+    request the document allows)."""
+    client, _ = run
+    r = client.get("/v1/models/compare", params={"models": models}, headers=auth(USER))
+    assert r.status_code == 404 and fragment in r.json()["error"]["message"], r.text
 
 
 def test_the_rank_ic_is_cached_per_file_version(run):
