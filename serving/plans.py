@@ -25,7 +25,7 @@ from rayfolio.serving.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 
-ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 413, 422, 429, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 422, 429, 503)}
 RETURNS_FILE = "returns.parquet"
 MAX_PATHS = 50_000  # per request: ~0.5 s of one core at 40 years, the ingress's CPU shared with recommendations
 DEFAULT_STRATEGY = "balanced"

@@ -6,18 +6,22 @@ a worker thread, never on the event loop.
 """
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from rayfolio.serving import reports
 from rayfolio.serving.auth import ApiKey
 from rayfolio.serving.errors import RequestError
-from rayfolio.serving.schemas import ErrorResponse
+from rayfolio.serving.schemas import HORIZONS, ErrorResponse
 from rayfolio.serving.service import RecommendationService
 from rayfolio.serving.settings import ServeSettings
 
 ERRORS = {status: {"model": ErrorResponse} for status in (401, 404, 409, 422, 429, 503)}
+# 2 to 6 entries, `name` or `name:version` (the registry's name rule): declared, so every request the
+# document allows names a well-formed list (what is not registered is then a 404).
+ENTRY = r"[A-Za-z0-9._-]{1,64}(?::[A-Za-z0-9._-]{1,64})?"
+COMPARED = rf"^{ENTRY}(?:,{ENTRY}){{1,5}}$"
 
 
 def reports_router(settings: ServeSettings, service: RecommendationService, user) -> APIRouter:
@@ -37,10 +41,16 @@ def reports_router(settings: ServeSettings, service: RecommendationService, user
     async def compare(
         models: str = Query(
             max_length=1000,
+            pattern=COMPARED,
             description="2 to 6 entries, comma-separated: `name` (its production version) or `name:version`",
             examples=["lstm-forecaster,transformer-forecaster:v0001"],
         ),
-        horizon: int = Query(20, ge=1, le=1000, description="trading days of the Rank IC's forward return"),
+        horizon: Annotated[
+            int,
+            Query(
+                description="trading days of the Rank IC's forward return", json_schema_extra={"enum": list(HORIZONS)}
+            ),
+        ] = 20,
         split: Literal["test", "validation"] = Query(
             "test", description="the forecasts scored: test = the walk-forward's out-of-sample segments"
         ),

@@ -129,8 +129,9 @@ def test_compare_gives_each_versions_metrics_and_the_rank_ic_by_year(run):
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
-        ({"models": "lstm-forecaster"}, "models: name 2 to 6 entries"),
-        ({"models": ",".join(["lstm-forecaster"] * 7)}, "models: name 2 to 6 entries"),
+        ({"models": "lstm-forecaster"}, "models"),  # the declared pattern: 2 to 6 entries
+        ({"models": ",".join(["lstm-forecaster"] * 7)}, "models"),
+        ({"models": "lstm-forecaster,../etc"}, "models"),
         ({"models": "lstm-forecaster,ppo-allocator", "horizon": 7}, "horizon: must be one of [5, 20, 60]"),
         ({"models": "lstm-forecaster,ppo-allocator", "split": "train"}, "split"),
         ({}, "models"),
