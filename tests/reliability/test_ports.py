@@ -59,8 +59,13 @@ def test_rayfolio_serve_binds_its_http_servers_to_localhost(ray_session, tmp_pat
         assert ready, f"rayfolio serve did not become ready ({server.poll()}): {log.read_text()[-2000:]}"
         r = httpx.post(f"http://127.0.0.1:{port}/v1/recommendations", json={}, headers=auth(USER), timeout=30)
         assert r.status_code == 200, r.text
-        # It says where the console is, and the console is there, on the same 127.0.0.1 port.
-        assert f"console:  http://127.0.0.1:{port}/ui/" in log.read_text()
+        # It says where the console is (once serve.run has returned there, which can be just after /readyz
+        # answers), and the console is there, on the same 127.0.0.1 port.
+        console = f"console:  http://127.0.0.1:{port}/ui/"
+        deadline = time.monotonic() + 60
+        while console not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert console in log.read_text(), log.read_text()[-2000:]
         assert "<title>" in httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=30).text
         dashboard = int(re.search(r"dashboard http://127\.0\.0\.1:(\d+)", log.read_text()).group(1))
         sockets = listening(psutil.Process(server.pid))
