@@ -136,15 +136,23 @@ def run_config(n_assets: int, n_days: int, root: Path, smoke: bool) -> dict:
     config["data"]["source"] = "synthetic"
     config["data"]["synthetic"] = {"n_assets": n_assets, "n_days": n_days}
     config["splits"] = split_dates(n_days)
-    if smoke:  # the budgets tests/cluster/test_cli.py's quickstart_with_small_budgets cuts, nothing else
-        forecasters = config["forecasters"]
-        forecasters["train"]["epochs"] = 1
-        forecasters["search"].update(num_samples=1, hidden=[16], window=[20])
-        agents = config["allocation"]["agents"]
-        agents["ppo"].update(timesteps=256, evaluations=1, num_samples=1, seeds=[0], n_steps=[64], batch_size=64,
-                             n_epochs=1)  # fmt: skip
-        agents["sac"].update(timesteps=200, evaluations=1, num_samples=1, seeds=[0], batch_size=32,
-                             learning_starts=50)  # fmt: skip
+    if smoke:
+        cut_training_budgets(config)
+    return config
+
+
+def cut_training_budgets(config: dict) -> dict:
+    """A run config (a quickstart-like mapping, changed in place and returned) with only its training
+    budgets cut to the least that still runs every stage: one search trial per family and agent, one
+    epoch, a few hundred agent steps. The main-job test and ``--smoke`` use it."""
+    forecasters = config["forecasters"]
+    forecasters["train"]["epochs"] = 1
+    forecasters["search"].update(num_samples=1, hidden=[16], window=[20])
+    agents = config["allocation"]["agents"]
+    agents["ppo"].update(timesteps=256, evaluations=1, num_samples=1, seeds=[0], n_steps=[64], batch_size=64,
+                         n_epochs=1)  # fmt: skip
+    agents["sac"].update(timesteps=200, evaluations=1, num_samples=1, seeds=[0], batch_size=32,
+                         learning_starts=50)  # fmt: skip
     return config
 
 

@@ -32,6 +32,16 @@ from rayfolio.training.registry import WEIGHTS, ModelRegistry
 SPLITS = SplitConfig(train_end=dt.date(2001, 6, 30), validation_start=dt.date(2001, 7, 1),
                      validation_end=dt.date(2001, 12, 31), test_start=dt.date(2002, 1, 1))  # fmt: skip
 ENV = EnvConfig(window=10, rebalance_every=5)
+# The tiny market as a run config (its splits, the environment its PPO is registered with, one served
+# profile: the cheapest backtest that still replays the served path), for jobs that run on it.
+RUN_CONFIG = {
+    "name": "tiny",
+    "data": {"source": "synthetic"},
+    "splits": {k: str(v) for k, v in SPLITS.model_dump().items() if v is not None},
+    "forecasters": {"families": ["lstm"], "search": {"num_samples": 1}},
+    "allocation": {"env": {"window": ENV.window, "rebalance_every": ENV.rebalance_every},
+                   "backtest": {"served_profiles": {"balanced": 0.5}, "bootstrap_samples": 100}},
+}  # fmt: skip
 USER, OTHER, ADMIN = "user-key-0123456789", "other-key-0123456789", "admin-key-0123456789"
 BURSTY = "bursty-key-0123456789"  # spends its whole rate-limit burst in one test
 CLIENTS = tuple(f"client-{i:02d}-key-0123456789" for i in range(64))  # one key per concurrent client

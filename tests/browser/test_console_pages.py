@@ -11,20 +11,11 @@ import re
 import pytest
 import yaml
 
-from bench.tiny_market import SPLITS, auth, register_tiny_models
+from bench.tiny_market import RUN_CONFIG, auth, register_tiny_models
 from rayfolio.data.store import FeatureStore
 from rayfolio.training.registry import ModelRegistry
 
-# A run config for the tiny market (its splits, the environment its PPO was registered with), uploaded
-# through the training form: the backtest job needs no named config on the server.
-TINY_RUN = {
-    "name": "tiny",
-    "data": {"source": "synthetic"},
-    "splits": {k: str(v) for k, v in SPLITS.model_dump().items() if v is not None},
-    "forecasters": {"families": ["lstm"], "search": {"num_samples": 1}},
-    "allocation": {"env": {"window": 10, "rebalance_every": 5},
-                   "backtest": {"served_profiles": {"balanced": 0.5}, "bootstrap_samples": 100}},
-}  # fmt: skip
+TINY_RUN = RUN_CONFIG
 
 
 def sign_in(page, key: str) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from bench.scale import cut_training_budgets
 from rayfolio.cluster.cli import main
 from rayfolio.cluster.config import ConfigError, RunConfig, load_config
 from rayfolio.data.store import FeatureStore
@@ -236,15 +237,7 @@ def quickstart_with_small_budgets(tmp_path: Path) -> Path:
     """configs/quickstart.yaml as shipped (embedded data, splits, walk-forward refits, every family and
     agent, the backtest) with only the training budgets cut: the full budgets take ~9 of the suite's
     minutes and `make run` runs them (its time is in the README and the notes, never a timed test)."""
-    config = yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text())
-    forecasters = config["forecasters"]
-    forecasters["train"]["epochs"] = 1
-    forecasters["search"].update(num_samples=1, hidden=[16], window=[20])
-    agents = config["allocation"]["agents"]
-    agents["ppo"].update(timesteps=256, evaluations=1, num_samples=1, seeds=[0], n_steps=[64], batch_size=64,
-                         n_epochs=1)  # fmt: skip
-    agents["sac"].update(timesteps=200, evaluations=1, num_samples=1, seeds=[0], batch_size=32,
-                         learning_starts=50)  # fmt: skip
+    config = cut_training_budgets(yaml.safe_load((REPO / "configs" / "quickstart.yaml").read_text()))
     path = tmp_path / "quickstart.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -15,23 +15,14 @@ import pytest
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from bench.tiny_market import ADMIN, SPLITS, USER, auth, serve_tiny, tiny_settings
+from bench.tiny_market import ADMIN, RUN_CONFIG, SPLITS, USER, auth, serve_tiny, tiny_settings
 from rayfolio.cluster.config import load_config
 from rayfolio.serving.audit import AuditLog
 from rayfolio.serving.errors import RequestError
 from rayfolio.serving.jobs import COMMANDS, JobRequest, catalog, named_config, plan_job, uploaded_config
 from rayfolio.serving.settings import ServeSettings
 
-# The tiny market's run config: its splits, the agents' environment the tiny PPO was registered with,
-# one served profile (the cheapest backtest that still replays the served path).
-TINY = {
-    "name": "tiny",
-    "data": {"source": "synthetic"},
-    "splits": {k: str(v) for k, v in SPLITS.model_dump().items() if v is not None},
-    "forecasters": {"families": ["lstm"], "search": {"num_samples": 1}},
-    "allocation": {"env": {"window": 10, "rebalance_every": 5},
-                   "backtest": {"served_profiles": {"balanced": 0.5}, "bootstrap_samples": 100}},
-}  # fmt: skip
+TINY = RUN_CONFIG
 REQUEST = TypeAdapter(JobRequest)
 
 
