@@ -12,7 +12,8 @@ from fastapi.routing import APIRoute
 from rayfolio.serving.audit import key_id
 from rayfolio.serving.auth import ApiKey
 from rayfolio.serving.errors import RequestError
-from rayfolio.serving.jobs import JOB_ID, JobError, JobRequest, Jobs, catalog
+from rayfolio.serving.job_server import JobError, Jobs
+from rayfolio.serving.jobs import JOB_ID, JobRequest, catalog
 from rayfolio.serving.schemas import ErrorResponse
 from rayfolio.serving.service import RecommendationService
 from rayfolio.serving.settings import ServeSettings
