@@ -3,6 +3,7 @@ import, so a run config validates before torch or Ray is loaded."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,10 +34,21 @@ class TrainConfig(BaseModel):
     normalize: Literal["zscore", "rank"] = "zscore"
     patience: int = Field(3, ge=1)  # epochs without a better validation Rank IC before stopping
     train_stride: int = Field(1, ge=1)  # keep every n-th training date (quick runs)
+    # A budget that must shrink with the universe: each date carries every asset, so an epoch over the
+    # same dates costs N times more at N assets. With a cap, the date stride grows until an epoch holds
+    # at most this many (date, asset) samples: the same cost per epoch at 400 assets as at 100.
+    asset_days_per_epoch: int | None = Field(None, ge=1)
     graph_k: int = Field(4, ge=1)
     graph_lookback: int = Field(60, ge=5)
     graph_sector_k: int = Field(2, ge=0)  # same-sector neighbours, when the data has a sector column
     seed: int = 0
+
+    def date_stride(self, n_dates: int, n_assets: int) -> int:
+        """Every how many training dates to keep: ``train_stride``, or more when ``asset_days_per_epoch``
+        caps an epoch's (date, asset) samples."""
+        if self.asset_days_per_epoch is None:
+            return self.train_stride
+        return max(self.train_stride, math.ceil(n_dates * n_assets / self.asset_days_per_epoch))
 
     def model_kwargs(self, n_features: int, n_horizons: int) -> dict:
         kwargs = {
@@ -89,7 +101,9 @@ class ForecastersConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     families: tuple[Family, ...] = ("lstm", "transformer", "gat")
-    train: TrainConfig = TrainConfig(hidden=16, window=20, epochs=3, train_stride=5, patience=2)
+    train: TrainConfig = TrainConfig(
+        hidden=16, window=20, epochs=3, train_stride=5, patience=2, asset_days_per_epoch=40_000
+    )
     search: SearchConfig = SearchConfig(num_samples=2, hidden=(16, 32), layers=(1,), window=(20, 40))
     scaling: ScalingOptions = ScalingOptions()
     cost_bps: float = Field(DEFAULT_COST_BPS, ge=0)

@@ -33,6 +33,20 @@ def test_normaliser_sees_only_the_training_split(tiny_panel, tiny_splitter):
     assert data.train_idx.max() < data.val_idx.min()
 
 
+def test_an_epochs_samples_are_capped_by_growing_the_date_stride(tiny_panel, tiny_splitter):
+    n = len(tiny_panel.symbols)
+    uncapped = prepare_training_data(tiny_panel, tiny_splitter, TrainConfig(**QUICK)).train_idx
+    cap = len(uncapped) * n // 3  # a third of what stride 2 keeps
+    capped = prepare_training_data(tiny_panel, tiny_splitter, TrainConfig(**QUICK, asset_days_per_epoch=cap)).train_idx
+    assert len(capped) * n <= cap < len(uncapped) * n
+    assert capped[0] == uncapped[0]  # the same sample dates, fewer of them
+    assert np.all(np.diff(capped) == np.diff(capped)[0]) and np.diff(capped)[0] > 2  # one wider stride
+    generous = TrainConfig(**QUICK, asset_days_per_epoch=10**9)
+    np.testing.assert_array_equal(prepare_training_data(tiny_panel, tiny_splitter, generous).train_idx, uncapped)
+    assert TrainConfig(train_stride=5, asset_days_per_epoch=40_000).date_stride(1700, 400) == 17
+    assert TrainConfig(train_stride=5, asset_days_per_epoch=40_000).date_stride(1700, 100) == 5
+
+
 @pytest.mark.parametrize("family", ["lstm", "gat"])
 def test_two_worker_ddp_run_end_to_end(family, tiny_panel, tiny_splitter, tmp_path, ray_session):
     config = TrainConfig(family=family, epochs=2, **QUICK)
