@@ -67,13 +67,14 @@ def prepare_training_data(panel: Panel, splitter: PurgedDateSplitter, config: Tr
         neighbours = np.concatenate(
             [neighbours, np.broadcast_to(by_sector, (len(neighbours), *by_sector.shape))], axis=2
         )
+    train_dates = sample_dates(panel, parts["train"], config.window)
     return TrainingData(
         scaled=normalizer.transform(panel.features),
         targets=standardize_cross_section(panel.labels),
         labels=panel.labels,
         next_returns=panel.next_returns,
         neighbours=neighbours,
-        train_idx=sample_dates(panel, parts["train"], config.window)[:: config.train_stride],
+        train_idx=train_dates[:: config.date_stride(len(train_dates), len(panel.symbols))],
         val_idx=sample_dates(panel, parts["validation"], config.window),
         normalizer=normalizer,
         feature_names=panel.feature_names,
