@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import skfolio.measures as sk
+from skfolio.optimization import HierarchicalRiskParity, MeanRisk
+from sklearn.covariance import ledoit_wolf
 
 from rayfolio.data.conventions import CASH
 from rayfolio.data.schema import PanelValidationError
@@ -18,11 +20,13 @@ from rayfolio.rl.agents import AgentAllocator
 from rayfolio.rl.backtest import rebalance_dates, run_backtest, simulate
 from rayfolio.rl.baselines import (
     BuyAndHold,
+    CovarianceHRP,
     EqualWeight,
     TopKForecast,
     hierarchical_risk_parity,
     maximum_sharpe,
     minimum_variance,
+    shrunk_prior,
 )
 from rayfolio.rl.config import BacktestConfig
 from rayfolio.rl.env import PortfolioEnv
@@ -105,17 +109,41 @@ def test_estimators_see_only_the_past(small_market, make):
 
 
 def test_minimum_variance_matches_a_closed_form_on_uncorrelated_assets():
-    """Independent assets: minimum-variance weights are proportional to 1 / variance."""
+    """Nearly independent assets: no weight is at its bound, so the minimum-variance weights are
+    Sigma^-1 1 / 1' Sigma^-1 1, Sigma the Ledoit-Wolf covariance of the lookback (scikit-learn's, an
+    independent implementation); nearly 1 / variance, pulled towards equal weights by the shrinkage."""
     rng = np.random.default_rng(0)
     vols = np.array([0.01, 0.02, 0.04])
     z = rng.normal(size=(400, 3))
-    z = (z - z.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(z.T)).T)  # exactly uncorrelated sample
+    z = (z - z.mean(0)) @ np.linalg.inv(np.linalg.cholesky(np.cov(z.T)).T)  # uncorrelated sample
     m = hand_market(z * vols)
     w = minimum_variance(m, 1, 300).decide(350, np.eye(4)[-1])
-    sample_var = np.var(m.returns[51:351], axis=0, ddof=1)
-    expected = (1 / sample_var) / (1 / sample_var).sum()
-    np.testing.assert_allclose(w[:3], expected, atol=0.02)
+    inverse = np.linalg.solve(ledoit_wolf(m.returns[51:351])[0], np.ones(3))
+    np.testing.assert_allclose(w[:3], inverse / inverse.sum(), atol=1e-5)
     assert w[3] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_covariance_hrp_gives_skfolio_hrp_weights():
+    """The HRP baseline reads cluster variances off the covariance; skfolio's own HRP (one Portfolio
+    per cluster) on the same prior gives the same weights."""
+    rng = np.random.default_rng(3)
+    returns = rng.normal(0, 0.01, (60, 12)) + rng.normal(0, 0.01, (60, 3)).repeat(4, axis=1)  # 3 blocks
+    history = pd.DataFrame(returns, columns=[f"S{i}" for i in range(12)])
+    ours = CovarianceHRP(shrunk_prior()).fit(history).weights_
+    theirs = HierarchicalRiskParity(prior_estimator=shrunk_prior()).fit(history).weights_
+    np.testing.assert_allclose(ours, theirs, rtol=1e-10)
+    assert not np.allclose(ours, 1 / 12, atol=1e-3)  # not trivially equal weights
+
+
+def test_a_failed_refit_keeps_the_weights_and_is_listed(small_market):
+    """A fit that raises keeps the current weights (decide returns None) and is listed by date."""
+    k, period = SMALL_ENV.rebalance_every, small_market.splits["test"]
+    failing = minimum_variance(small_market, k, 60)
+    failing.make = lambda: MeanRisk(max_weights=0.01)  # infeasible: five assets at 1% cannot be fully invested
+    assert failing.decide(period[0], np.eye(small_market.n_assets + 1)[-1]) is None
+    assert len(failing.failures) == 1 and str(small_market.dates[period[0]]) in failing.failures[0]
+    run = run_backtest([failing], small_market, period, k, 10.0)[failing.name]
+    assert run.weights.empty and (run.returns == 0).all()  # never left cash
 
 
 def test_top_k_holds_the_best_forecasts_and_index_buys_once():
