@@ -9,6 +9,7 @@ nearest-positive-definite projection; the shrunk one is well conditioned by cons
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ from skfolio.exceptions import SkfolioError
 from skfolio.optimization import HierarchicalRiskParity, MeanRisk, ObjectiveFunction
 from skfolio.prior import EmpiricalPrior, ReturnDistribution
 
+from rayfolio.rl.backtest import StrategyRun, run_backtest
 from rayfolio.rl.covariance import LedoitWolf
 from rayfolio.rl.market import MarketData
 
@@ -123,6 +125,22 @@ def maximum_sharpe(market: MarketData, horizon: int, lookback: int) -> Estimator
 
 def hierarchical_risk_parity(market: MarketData, horizon: int, lookback: int) -> EstimatorAllocator:
     return EstimatorAllocator("hrp", lambda: CovarianceHRP(shrunk_prior()), market, horizon, lookback)
+
+
+def run_estimator(
+    make: Callable[[MarketData, int, int], EstimatorAllocator],
+    market: MarketData,
+    horizon: int,
+    lookback: int,
+    period: tuple[int, int],
+    cost_bps: float,
+) -> tuple[StrategyRun, list[str], float, float]:
+    """One estimator baseline's backtest over ``period``, its failed refits and its (start, end)
+    wall-clock times: a unit that can run anywhere (rl/stage.py runs each as a Ray task)."""
+    allocator = make(market, horizon, lookback)
+    start = time.time()
+    run = run_backtest([allocator], market, period, horizon, cost_bps)[allocator.name]
+    return run, allocator.failures, start, time.time()
 
 
 @dataclass

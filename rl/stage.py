@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import ray
 
 from rayfolio.data.schema import Location, PanelValidationError
 from rayfolio.data.splits import PurgedDateSplitter
@@ -22,11 +23,11 @@ from rayfolio.rl.backtest import Allocator, StrategyRun, rebalance_dates, run_ba
 from rayfolio.rl.baselines import (
     BuyAndHold,
     EqualWeight,
-    EstimatorAllocator,
     TopKForecast,
     hierarchical_risk_parity,
     maximum_sharpe,
     minimum_variance,
+    run_estimator,
 )
 from rayfolio.rl.config import AllocationConfig, EnvConfig, TiltParams
 from rayfolio.rl.load import best_allocator, best_by_validation, load_agent
@@ -175,12 +176,11 @@ def backtest(
     env, bt = config.env, config.backtest
     k = env.rebalance_every
     notes = []
-    estimators: list[EstimatorAllocator] = [
-        minimum_variance(market, k, bt.lookback),
-        maximum_sharpe(market, k, bt.lookback),
-        hierarchical_risk_parity(market, k, bt.lookback),
-    ]
-    allocators = [*served, *allocators, EqualWeight(market, k), *estimators]
+    period = market.splits["test"]
+    # The estimator baselines (the costly ones: a refit per rebalance) start first, as Ray tasks when
+    # Ray is up, and run while this process backtests the rest.
+    pending = start_estimators(market, k, bt.lookback, period, env.cost_bps, on_ray=ray.is_initialized())
+    allocators = [*served, *allocators, EqualWeight(market, k)]
     if signal is None:
         notes.append("No forecaster ensemble: the forecast-driven portfolios (tilt, top-k) are left out.")
     else:
@@ -188,18 +188,75 @@ def backtest(
         allocators.append(TopKForecast(market, scores, bt.top_k, k))
         notes.append(f"forecast_top_k: equal weight in the top {bt.top_k} assets by the ensemble's {horizon}-day "
                      "z-score (the signal the tilt and the service read).")  # fmt: skip
-    period = market.splits["test"]
     runs = run_backtest(allocators, market, period, k, env.cost_bps)
+    estimators = finish_estimators(pending)
+    names = [a.name for a in allocators]  # the estimators after equal weight, as they always were
+    at = names.index(EqualWeight.name) + 1
+    runs = {n: runs[n] if n in runs else estimators.runs[n] for n in [*names[:at], *estimators.runs, *names[at:]]}
     index = index_run(bt.index, source, market, period, k, env.cost_bps)
     if index is not None:
         runs[index.name] = index
         notes.append("index_buy_hold: the S&P 500 index bought on the first test day (paying the cost) and held.")
-    for e in estimators:
-        if e.failures:
-            notes.append(
-                f"{e.name}: {len(e.failures)} refits failed and kept the previous weights (first: {e.failures[0]})."
-            )
+    notes.append(estimators.note())
+    for name, failures in estimators.failures.items():
+        if failures:
+            notes.append(f"{name}: {len(failures)} refits failed and kept the previous weights (first: {failures[0]}).")
     return write_backtest(runs, bt, out), tuple(notes)
+
+
+ESTIMATORS = (minimum_variance, maximum_sharpe, hierarchical_risk_parity)
+ESTIMATOR_CPUS = 1  # a refit is one single-threaded solve (numpy, Clarabel): one CPU each, so Ray spreads them
+
+
+@dataclass(frozen=True)
+class EstimatorRuns:
+    runs: dict[str, StrategyRun]  # in ESTIMATORS' order
+    failures: dict[str, list[str]]  # refits that failed and kept the previous weights, per estimator
+    seconds: dict[str, float]
+    at_once: int  # the most that ran at the same time: the backtest's parallelism
+    on_ray: bool
+
+    def note(self) -> str:
+        where = f"as Ray tasks ({ESTIMATOR_CPUS} CPU each)" if self.on_ray else "one after another in the driver"
+        times = ", ".join(f"{n} {s:.1f} s" for n, s in self.seconds.items())
+        return f"Estimator baselines refitted at every rebalance {where}, {self.at_once} at once: {times}."
+
+
+def start_estimators(market: MarketData, horizon: int, lookback: int, period: tuple[int, int], cost_bps: float, *,
+                     on_ray: bool) -> list:  # fmt: skip
+    """Minimum variance, maximum Sharpe and HRP: independent of each other, so each is a Ray task
+    (``on_ray``) that a cluster places on any node with a free CPU; otherwise run here, in turn."""
+    if not on_ray:
+        return [run_estimator(make, market, horizon, lookback, period, cost_bps) for make in ESTIMATORS]
+    # The task's function lives in rl/baselines.py: a worker imports that (skfolio), not this module's
+    # agents and forecasters (torch).
+    task = ray.remote(num_cpus=ESTIMATOR_CPUS)(run_estimator)
+    shared = ray.put(market)  # one copy in the object store for the three tasks
+    return [task.remote(make, shared, horizon, lookback, period, cost_bps) for make in ESTIMATORS]
+
+
+def finish_estimators(pending: list) -> EstimatorRuns:
+    on_ray = bool(pending) and isinstance(pending[0], ray.ObjectRef)
+    results = ray.get(pending) if on_ray else pending
+    for run, _, start, end in results:
+        logger.info("backtest: %s %.1f s%s", run.name, end - start, " (Ray task)" if on_ray else "")
+    return EstimatorRuns(
+        runs={r.name: r for r, *_ in results},
+        failures={r.name: f for r, f, *_ in results},
+        seconds={r.name: end - start for r, _, start, end in results},
+        at_once=most_at_once([(start, end) for *_, start, end in results]),
+        on_ray=on_ray,
+    )
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most (start, end) intervals that overlap at one instant (0 for none)."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # ends first on ties
+    best = running = 0
+    for _, step in events:
+        running += step
+        best = max(best, running)
+    return best
 
 
 def index_returns(spec: str | None, source: str, market: MarketData) -> np.ndarray | None:
