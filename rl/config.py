@@ -12,6 +12,8 @@ from rayfolio.data.relative import RELATIVE_NAMES
 
 Algorithm = Literal["ppo", "sac"]
 
+FLOAT_BYTES = 4  # observations are float32, in the environment and in the agents' buffers
+
 # Few, slow-moving, comparable-across-assets features: the policy sees a
 # window of them for every asset, so each one costs window x assets inputs.
 DEFAULT_ENV_FEATURES = ("ret_1", "ret_5", "ret_20", "vol_20", "rsi_14", "mdd_60")
@@ -94,9 +96,54 @@ class AlgorithmSearch(BaseModel):
     n_epochs: int = Field(5, ge=1)
     ent_coef: tuple[float, float] = (0.0, 0.01)
     # SAC
-    buffer_size: int = Field(50_000, ge=1)
+    buffer_size: int = Field(50_000, ge=1)  # an upper bound: see ``at_scale``
     gradient_steps: int = Field(1, ge=1)  # per env step of all envs together
     learning_starts: int = Field(500, ge=0)
+    # The most one trial's buffer may hold (SAC's replay buffer, PPO's rollout buffer), in GB; also the
+    # memory each trial declares to Ray, so a node runs only as many trials at once as their buffers fit.
+    memory_gb: float = Field(4.0, gt=0)
+
+    def at_scale(self, algorithm: Algorithm, observation_floats: int) -> AlgorithmSearch:
+        """The search a trial runs on observations of ``observation_floats`` floats (W*N*F + N+1).
+
+        The one budget rule that depends on the universe: buffers are sized by the observation, which
+        grows with the number of assets, so they are capped. SAC's replay buffer holds at most the
+        ``timesteps`` transitions a trial makes (more is memory it never fills) and at most what
+        ``memory_gb`` holds at 2 observations a transition (obs and next_obs; SB3's
+        ``optimize_memory_usage`` would halve that, but it needs ``handle_timeout_termination=False``,
+        which stops bootstrapping where ``episode_steps`` truncates an episode: a different target).
+        PPO's rollout length ``n_steps`` is capped so n_steps x n_envs observations, twice (SB3
+        flattens a copy), fit in ``memory_gb``. Everything else, steps included, is the same at every
+        size: time per environment step, gradient step and rollout step grows linearly with the
+        assets (bench/agent_scale.py), so a trial's time does too.
+        """
+        per_observation = observation_floats * FLOAT_BYTES
+        if algorithm == "sac":
+            by_memory = int(self.memory_gb * 1e9 // (2 * per_observation))
+            size = min(self.buffer_size, self.timesteps, by_memory)
+            if size < self.batch_size:
+                raise ValueError(
+                    f"sac: memory_gb {self.memory_gb:g} holds {by_memory:,} transitions of {observation_floats:,} "
+                    f"floats, fewer than batch_size {self.batch_size}; raise memory_gb or shrink the observation"
+                )
+            return self if size == self.buffer_size else self.model_copy(update={"buffer_size": size})
+        by_memory = int(self.memory_gb * 1e9 // (2 * self.n_envs * per_observation))
+        if by_memory < 2:
+            raise ValueError(
+                f"ppo: memory_gb {self.memory_gb:g} holds {by_memory} rollout steps of {self.n_envs} observations "
+                f"of {observation_floats:,} floats; raise memory_gb or shrink the observation"
+            )
+        if max(self.n_steps) <= by_memory:
+            return self
+        # Order kept: the draws pick from the grid by position.
+        return self.model_copy(update={"n_steps": tuple(dict.fromkeys(min(n, by_memory) for n in self.n_steps))})
+
+    def buffer_bytes(self, algorithm: Algorithm, observation_floats: int) -> int:
+        """What one trial's buffer holds at most (run ``at_scale`` first): the memory it declares to Ray."""
+        per_observation = observation_floats * FLOAT_BYTES
+        if algorithm == "sac":
+            return 2 * self.buffer_size * per_observation
+        return 2 * max(self.n_steps) * self.n_envs * per_observation
 
 
 class AgentsConfig(BaseModel):
@@ -184,3 +231,41 @@ class AllocationConfig(BaseModel):
     agents: AgentsConfig = AgentsConfig()
     backtest: BacktestConfig = BacktestConfig()
     tilt: TiltConfig = TiltConfig()
+
+
+def observation_floats(env: EnvConfig, n_assets: int, n_features: int) -> int:
+    """The environment's observation size: the (W, N, F) feature window, then N assets + cash weights."""
+    return env.window * n_assets * n_features + n_assets + 1
+
+
+def budget_rows(config: AllocationConfig, n_assets: int, n_features: int | None = None) -> dict[str, str]:
+    """The agents' budgets at ``n_assets`` assets as the report prints them (row name -> text), after
+    ``AlgorithmSearch.at_scale``. ``n_features``: per asset in the observation (default: the
+    configured features; with ``forecast_features`` the market adds one per label horizon)."""
+    env = config.env
+    floats = observation_floats(env, n_assets, len(env.features) if n_features is None else n_features)
+    shape = f"observation {floats:,} floats at {n_assets:,} assets"
+    rows = {}
+    for algorithm in config.agents.algorithms:
+        search = getattr(config.agents, algorithm)
+        scaled = search.at_scale(algorithm, floats)
+        gb = scaled.buffer_bytes(algorithm, floats) / 1e9
+        name = algorithm.upper()
+        if algorithm == "sac":
+            if scaled.buffer_size == search.buffer_size:
+                why = "as configured"
+            elif scaled.buffer_size == search.timesteps:
+                why = f"capped by the {search.timesteps:,} steps a trial takes; configured {search.buffer_size:,}"
+            else:
+                why = f"capped by memory_gb {search.memory_gb:g}; configured {search.buffer_size:,}"
+            rows[f"{name} replay buffer"] = f"{scaled.buffer_size:,} transitions, {gb:.2f} GB ({why}; {shape})"
+        else:
+            steps = "/".join(f"{n:,}" for n in scaled.n_steps)
+            why = "as configured" if scaled.n_steps == search.n_steps else f"capped by memory_gb {search.memory_gb:g}"
+            rows[f"{name} rollout buffer"] = (
+                f"n_steps {steps} x {scaled.n_envs} envs, at most {gb:.2f} GB ({why}; {shape})"
+            )
+        rows[f"{name} steps per trial"] = (
+            f"{scaled.timesteps:,} (the same at every universe size: time per step grows linearly with the assets)"
+        )
+    return rows

@@ -4,6 +4,10 @@ after costs every ``timesteps / evaluations`` steps and reports the validation
 Sharpe with a checkpoint of the policy's weights. The chosen checkpoint is the
 best validation Sharpe over every trial and evaluation; its deflated Sharpe
 counts all of them as tries.
+
+Each trial declares what it holds (``cpus_per_trial`` CPUs, its buffer's memory) so Tune and Ray place
+trials across the nodes of a cluster; the buffers are capped by the universe's size first
+(``AlgorithmSearch.at_scale``), and the outcome says how parallel the search was.
 """
 
 from __future__ import annotations
@@ -27,12 +31,32 @@ from stable_baselines3.common.policies import BasePolicy
 from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
 from rayfolio.data.verbosity import tune_verbosity
 from rayfolio.rl.agents import build_agent, evaluate_agent, policy_kwargs, rebuild_policy
-from rayfolio.rl.config import Algorithm, AlgorithmSearch, EnvConfig
+from rayfolio.rl.config import Algorithm, AlgorithmSearch, EnvConfig, observation_floats
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.measures import annual_return, sharpe
 from rayfolio.training.metrics import deflated_sharpe
 
 POLICY_FILE, META_FILE = "policy.pt", "meta.json"
+
+
+@dataclass(frozen=True)
+class SearchParallelism:
+    """How the search ran on Ray: what each trial held and how many ran at once, on how many nodes."""
+
+    trials: int
+    max_concurrent_trials: int
+    cpus_per_trial: float
+    memory_per_trial_gb: float  # the buffer's memory each trial declared
+    cluster_cpus: float
+    nodes: int  # alive nodes in the cluster
+    nodes_used: int  # distinct nodes the trials ran on
+
+    def text(self) -> str:
+        return (
+            f"{self.trials} trials, at most {self.max_concurrent_trials} at once, each {self.cpus_per_trial:g} CPU "
+            f"and {self.memory_per_trial_gb:.2f} GB of buffer, on {self.nodes_used} of {self.nodes} node(s) "
+            f"({self.cluster_cpus:g} CPUs)"
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,8 @@ class AgentSearchOutcome:
     deflated_sharpe: float
     policy: BasePolicy
     policy_kwargs: dict
+    search: AlgorithmSearch  # what the trials ran: the configured search at this universe's size
+    parallelism: SearchParallelism
 
 
 def draw_configurations(algorithm: Algorithm, search: AlgorithmSearch, seed: int) -> list[dict]:
@@ -134,10 +160,24 @@ def agent_trial(
         agent.learn(search.timesteps - agent.num_timesteps, callback=report, reset_num_timesteps=False)
 
 
-def concurrent_trials(cpus_per_trial: float, requested: int | None) -> int:
+def concurrent_trials(cpus_per_trial: float, requested: int | None, memory_bytes: float = 0.0) -> int:
+    """``requested``, or as many trials as the cluster's CPUs and memory hold together."""
     if requested is not None:
         return requested
-    return max(1, math.floor(ray.cluster_resources().get("CPU", 1) / cpus_per_trial))
+    resources = ray.cluster_resources()
+    by_cpu = math.floor(resources.get("CPU", 1) / cpus_per_trial)
+    by_memory = math.floor(resources.get("memory", 0.0) / memory_bytes) if memory_bytes > 0 else by_cpu
+    return max(1, min(by_cpu, by_memory))
+
+
+def check_memory(algorithm: Algorithm, memory_bytes: float) -> None:
+    """A trial that no node can hold would wait forever: refuse it before the search starts."""
+    largest = max((n["Resources"].get("memory", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+    if memory_bytes > largest:
+        raise ValueError(
+            f"{algorithm}: a trial's buffer needs {memory_bytes / 1e9:.2f} GB and the largest Ray node offers "
+            f"{largest / 1e9:.2f} GB; lower allocation.agents.{algorithm}.memory_gb"
+        )
 
 
 def search_agents(
@@ -151,6 +191,12 @@ def search_agents(
     storage: Path,
     seed: int = 0,
 ) -> AgentSearchOutcome:
+    # Budgets that depend on the universe first: the trials, the draws and the report all see these.
+    floats = observation_floats(env, market.n_assets, len(market.feature_names))
+    search = search.at_scale(algorithm, floats)
+    memory = float(search.buffer_bytes(algorithm, floats))
+    check_memory(algorithm, memory)
+    max_concurrent = concurrent_trials(cpus_per_trial, max_concurrent, memory)
     configurations = draw_configurations(algorithm, search, seed)
     trainable = tune.with_resources(
         tune.with_parameters(
@@ -161,7 +207,7 @@ def search_agents(
             search=search,
             threads=max(1, int(cpus_per_trial)),
         ),
-        {"CPU": cpus_per_trial},
+        {"CPU": cpus_per_trial, "memory": memory},
     )
     tuner = tune.Tuner(
         trainable,
@@ -169,7 +215,7 @@ def search_agents(
         tune_config=tune.TuneConfig(
             metric="val_sharpe",
             mode="max",
-            search_alg=BasicVariantGenerator(max_concurrent=concurrent_trials(cpus_per_trial, max_concurrent)),
+            search_alg=BasicVariantGenerator(max_concurrent=max_concurrent),
         ),
         run_config=tune.RunConfig(
             name=f"{algorithm}-search",
@@ -180,9 +226,11 @@ def search_agents(
         ),
     )
     results = tuner.fit()
-    rows, candidates, trial_best = [], [], []
+    rows, candidates, trial_best, nodes_used = [], [], [], set()
     for result in results:
         params = result.config["trial"]
+        if result.metrics and result.metrics.get("node_ip"):
+            nodes_used.add(result.metrics["node_ip"])
         if result.error is not None or not result.best_checkpoints:
             rows.append({**params, "best_val_sharpe": float("nan"), "status": "failed"})
             continue
@@ -192,7 +240,13 @@ def search_agents(
         if scored:
             trial_best.append((len(rows), max(scored, key=lambda c: c[0])[1]))
         rows.append(
-            {**params, "best_val_sharpe": best, "steps_per_s": result.metrics.get("steps_per_s"), "status": "ok"}
+            {
+                **params,
+                "best_val_sharpe": best,
+                "steps_per_s": result.metrics.get("steps_per_s"),
+                "node": result.metrics.get("node_ip"),
+                "status": "ok",
+            }
         )
     if not candidates:
         raise RuntimeError(f"every {algorithm} trial failed; see {storage / f'{algorithm}-search'}")
@@ -215,6 +269,15 @@ def search_agents(
             trial_policy.load_state_dict(torch.load(Path(directory) / POLICY_FILE, weights_only=True))
         returns = evaluate_agent(algorithm, trial_policy, market, env, market.splits["test"]).returns.to_numpy()
         trials.loc[row, "test_sharpe"] = sharpe(returns)
+    parallelism = SearchParallelism(
+        trials=len(configurations),
+        max_concurrent_trials=max_concurrent,
+        cpus_per_trial=cpus_per_trial,
+        memory_per_trial_gb=memory / 1e9,
+        cluster_cpus=float(ray.cluster_resources().get("CPU", 0.0)),
+        nodes=sum(1 for n in ray.nodes() if n["Alive"]),
+        nodes_used=len(nodes_used),
+    )
     return AgentSearchOutcome(
         algorithm,
         params,
@@ -224,4 +287,6 @@ def search_agents(
         deflated_sharpe(chosen, per_day),
         policy,
         kwargs,
+        search,
+        parallelism,
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rayfolio.rl.agents import evaluate_agent
-from rayfolio.rl.config import AgentsConfig, AlgorithmSearch, AllocationConfig
+from rayfolio.rl.config import FLOAT_BYTES, AgentsConfig, AlgorithmSearch, AllocationConfig, observation_floats
 from rayfolio.rl.load import best_allocator
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.measures import sharpe
@@ -63,6 +63,19 @@ def test_search_trains_every_trial_and_keeps_the_best_validation_checkpoint(sear
     assert sharpe(run.returns.to_numpy()) == pytest.approx(ppo.val_sharpe, rel=1e-6)
     assert 0.0 <= ppo.deflated_sharpe <= 1.0
     assert searches["sac"].trials["status"].tolist() == ["ok"]
+
+
+def test_trials_declare_their_resources_and_the_outcome_says_how_parallel_the_search_was(searches, store_market):
+    sac = searches["sac"]
+    # The buffer the trial ran: capped by the 60 steps it makes, not the configured 500.
+    assert TINY["sac"].buffer_size == 500 and sac.search.buffer_size == 60
+    floats = observation_floats(SMALL_ENV, store_market.n_assets, len(store_market.feature_names))
+    p = sac.parallelism
+    assert p.memory_per_trial_gb == pytest.approx(2 * 60 * floats * FLOAT_BYTES / 1e9)
+    assert (p.trials, p.max_concurrent_trials, p.cpus_per_trial) == (1, 2, 0.5)
+    assert p.nodes == 1 and p.nodes_used == 1 and p.cluster_cpus >= 1
+    assert searches["ppo"].parallelism.trials == 2 and searches["ppo"].trials["node"].notna().all()
+    assert "at most 2 at once, each 0.5 CPU" in p.text()
 
 
 def test_registered_agents_reload_verified_and_act_identically(searches, small_store, small_splitter, store_market,
