@@ -18,7 +18,7 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
+from rayfolio.data.conventions import CASH, TRADING_DAYS_PER_YEAR
 from rayfolio.data.markdown import Report, image, table
 from rayfolio.rl.backtest import StrategyRun
 from rayfolio.rl.config import AllocationConfig, BacktestConfig
@@ -31,6 +31,10 @@ if TYPE_CHECKING:  # rl/stage.py writes its backtest with this module
 BENCHMARK = "equal_weight"  # the information ratio's reference
 SERVED_PREFIX = "served_"  # the service's own decision path, one strategy per risk profile
 INDEX = "index_buy_hold"
+# The weights plot draws this many assets per strategy (the largest mean weights) and one "other" band:
+# one band per asset is unreadable at hundreds of assets, and its cost grows with them.
+WEIGHT_BANDS = 10
+OTHER = "other"
 
 # The metrics a command prints after a backtest, and every metric's name in the report's table.
 COMPARISON = ["sharpe", "sharpe_ci_low", "sharpe_ci_high", "sharpe_vs_equal_weight", "p_vs_equal_weight",
@@ -167,21 +171,38 @@ def _finish(fig: plt.Figure, ax: plt.Axes, path: Path, ylabel: str, title: str) 
     return path
 
 
+def weight_bands(weights: pd.DataFrame, k: int = WEIGHT_BANDS) -> pd.DataFrame:
+    """(dates, assets + CASH) target weights -> (dates, the k assets of largest mean weight, largest
+    first, then OTHER summing the rest, then CASH). Negative weights (shorts) count as 0; with at most
+    k + 1 assets every asset keeps its band."""
+    held = weights.clip(lower=0)
+    assets = held.drop(columns=CASH)
+    if assets.shape[1] <= k + 1:
+        return held
+    top = assets.mean().sort_values(ascending=False, kind="stable").index[:k]
+    return pd.concat([assets[top], assets.drop(columns=top).sum(axis=1).rename(OTHER), held[CASH]], axis=1)
+
+
 def _weights(runs: dict[str, StrategyRun], path: Path) -> Path:
     shown = [name for name, run in runs.items() if run.weights.shape[1] > 2]  # not the one-asset index
+    bands = {name: weight_bands(runs[name].weights) for name in shown}
+    # One colour per asset across panels, in the order assets first appear; other and cash in greys.
+    assets = list(dict.fromkeys(c for b in bands.values() for c in b.columns if c not in (OTHER, CASH)))
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # its greys are ours
+    colours = {a: palette[i % len(palette)] for i, a in enumerate(assets)} | {OTHER: (0.45, 0.45, 0.45),
+                                                                               CASH: (0.85, 0.85, 0.85)}  # fmt: skip
     fig, axes = plt.subplots(len(shown), 1, figsize=(11, 1.6 * len(shown) + 0.8), sharex=True, squeeze=False)
-    columns = runs[shown[0]].weights.columns if shown else []
-    colours = [*plt.get_cmap("tab20").colors, (0.85, 0.85, 0.85)]  # cash last, in grey when N <= 20
-    colours = [colours[i % 20] for i in range(len(columns) - 1)] + [colours[-1]]
     for ax, name in zip(axes[:, 0], shown, strict=True):
-        weights = runs[name].weights.clip(lower=0)
-        ax.stackplot(weights.index, weights.T.to_numpy(), labels=weights.columns, colors=colours, step="post")
+        weights = bands[name]
+        ax.stackplot(weights.index, weights.T.to_numpy(), labels=weights.columns,
+                     colors=[colours[c] for c in weights.columns], step="post")  # fmt: skip
         ax.set_ylim(0, max(1.0, float(weights.sum(axis=1).max())))
         ax.set_ylabel(name, fontsize=8)
         ax.tick_params(labelsize=7)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="center right", fontsize=7, frameon=False)
-    fig.suptitle("Target weights at each rebalance (cash in grey)")
-    fig.subplots_adjust(left=0.07, right=0.88, top=0.95, bottom=0.04, hspace=0.15)
+        ax.legend(loc="center left", bbox_to_anchor=(1.005, 0.5), fontsize=5, frameon=False, ncol=2)
+    fig.suptitle(f"Target weights at each rebalance: the {WEIGHT_BANDS} largest holdings on average, "
+                 f"{OTHER} (dark grey), cash (light grey)")  # fmt: skip
+    fig.subplots_adjust(left=0.07, right=0.84, top=0.95, bottom=0.04, hspace=0.15)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
