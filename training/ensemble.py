@@ -58,7 +58,7 @@ class Forecaster:
     models: tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], ...]
     window: int
     scaled: np.ndarray  # (T, N, F) float32: the panel under this model's own normaliser
-    neighbours: np.ndarray  # (T, N, k) int64: its graph (unused by sequence models)
+    neighbours: np.ndarray  # (T, N, k) int64: its graph (self-loops for the sequence models, which ignore it)
     horizons: tuple[int, ...]
     val_rank_ic: np.ndarray  # (H,) from the registry's metrics
 
@@ -222,13 +222,7 @@ def load_forecasters(
             )
         columns = [panel.feature_names.index(f) for f in card.feature_names]
         scaled = card.normalizer.normalizer().transform(panel.features[..., columns])
-        returns = panel.features[..., panel.feature_names.index("ret_1")]
-        graph = card.graph
-        neighbours = correlation_neighbours(returns, graph.k, graph.lookback)
-        if panel.sectors is not None and graph.sector_k > 0:
-            by_sector = sector_neighbours(panel.sectors, graph.sector_k)
-            neighbours = np.concatenate([neighbours, np.broadcast_to(by_sector, (len(neighbours), *by_sector.shape))],
-                                        axis=2)  # fmt: skip
+        neighbours = member_graph(card, panel)
         if runtime != "torch" and card.family != "gat":
             models = onnx_models(registry, version, len(seed_files(version)), runtime, threads)
         else:
@@ -247,6 +241,25 @@ def load_forecasters(
                        np.array([ic.get(h, 0.0) for h in panel.horizons], dtype=np.float64))
         )  # fmt: skip
     return out
+
+
+def member_graph(card: ForecasterCard, panel: Panel) -> np.ndarray:
+    """(T, N, k) int64: the graph a member's models are called with. A GAT's: the past-only
+    correlation graph plus same-sector peers. Every other family never reads it, so it gets
+    self-loops of the same width instead of a graph that costs O(T N^2 L) per load (every replica,
+    explanation, refresh and drift check loads forecasters): the same shape keeps one call
+    signature, which an exported ONNX graph declares."""
+    graph, (t_len, n) = card.graph, panel.features.shape[:2]
+    with_sectors = panel.sectors is not None and graph.sector_k > 0
+    if card.family != "gat":
+        width = max(min(graph.k, n - 1), 0) + (graph.sector_k if with_sectors else 0)
+        return np.broadcast_to(np.arange(n)[None, :, None], (t_len, n, width)).copy()
+    returns = panel.features[..., panel.feature_names.index("ret_1")]
+    neighbours = correlation_neighbours(returns, graph.k, graph.lookback)
+    if with_sectors:
+        by_sector = sector_neighbours(panel.sectors, graph.sector_k)
+        neighbours = np.concatenate([neighbours, np.broadcast_to(by_sector, (t_len, *by_sector.shape))], axis=2)
+    return neighbours
 
 
 def seed_file(seed_index: int) -> str:

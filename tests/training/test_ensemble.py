@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rayfolio.data.features import FEATURES
+from rayfolio.data.graph import correlation_neighbours, sector_neighbours
 from rayfolio.data.pipeline import build_features_local
 from rayfolio.data.sources import SyntheticSource
 from rayfolio.data.synthetic import SyntheticPanelConfig
@@ -22,6 +23,7 @@ from rayfolio.training.ensemble import (
     combine,
     direction_hits,
     load_forecasters,
+    member_graph,
     member_weights,
     seed_file,
     zscore,
@@ -231,3 +233,38 @@ def test_walk_forward_ensemble_forecasts_each_date_with_the_refit_that_owned_it(
     # Each date's confidence comes from its own refit's calibration.
     table = reliability_table(walk, np.arange(280, 320), 5)
     assert table["forecasts"].sum() > 0
+
+
+def test_only_a_gat_member_builds_the_correlation_graph(panel, monkeypatch):
+    """A GAT keeps its graph exactly (correlation then sector peers); an LSTM or Transformer, which
+    never read it, get self-loops of the same width (one call signature, as ONNX graphs declare) and
+    the O(T N^2 L) correlation graph is not built for them."""
+    graph = {"graph_k": 3, "graph_lookback": 20, "graph_sector_k": 2}
+
+    def card(family: str) -> ForecasterCard:
+        config, _ = tiny(family, panel, 0)
+        return ForecasterCard(train=config.model_copy(update=graph), feature_names=panel.feature_names,
+                              horizons=(5, 20), normalizer=NormalizerParams.of(Normalizer.fit(panel.features[:350])),
+                              symbols=tuple(panel.symbols.tolist()), calendar=CALENDAR)  # fmt: skip
+
+    returns = panel.features[..., panel.feature_names.index("ret_1")]
+    by_sector = sector_neighbours(panel.sectors, 2)
+    expected = np.concatenate([correlation_neighbours(returns, 3, 20),
+                               np.broadcast_to(by_sector, (len(panel.dates), *by_sector.shape))], axis=2)  # fmt: skip
+    gat = member_graph(card("gat"), panel)
+    np.testing.assert_array_equal(gat, expected)
+    assert gat.dtype == np.int64 and (gat[100] != np.arange(6)[:, None]).any()
+
+    def not_for_this_family(*args, **kwargs):
+        raise AssertionError("the correlation graph was built for a model that never reads it")
+
+    monkeypatch.setattr("rayfolio.training.ensemble.correlation_neighbours", not_for_this_family)
+    for family in ("lstm", "transformer"):
+        loops = member_graph(card(family), panel)
+        assert loops.shape == gat.shape and loops.dtype == np.int64 and loops.flags.writeable
+        assert (loops == np.arange(6)[None, :, None]).all()
+        _, model = tiny(family, panel, 0)
+        x = torch.from_numpy(Normalizer.fit(panel.features[:350]).transform(panel.features)[291:301][None])
+        with torch.no_grad():  # the model's forecast is the same whichever graph it is handed
+            torch.testing.assert_close(model(x, torch.from_numpy(loops[[300]])), model(x, torch.from_numpy(gat[[300]])),
+                                       rtol=0, atol=0)  # fmt: skip
