@@ -33,7 +33,8 @@ class Market:
         return self.returns[t - LOOKBACK + 1 : t + 1]
 
     def state(self, t: int) -> MarketState:
-        """The risk filters' view of the market at t (covariance, stress), computed once per date."""
+        """The risk filters' view of the market at t (covariance, stress), computed once per date. A cached
+        state holds O(N) of its own: its covariance reads ``history(t)``, a view of ``returns``."""
         return self._states.get(t, lambda day: MarketState.from_returns(self.symbols, self.history(day)))
 
     def date_index(self, as_of: dt.date | None) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rayfolio.data.conventions import TRADING_DAYS_PER_YEAR
+from rayfolio.rl.covariance import ShrunkCovariance
 
 
 class HouseLimits(BaseModel):
@@ -67,19 +68,24 @@ class MarketState:
     """What the filters know about the market on the as-of date, from data dated <= it."""
 
     symbols: tuple[str, ...]
-    covariance: np.ndarray  # (N, N) of daily returns over the lookback
+    # Of daily returns over the lookback: Ledoit-Wolf, the baselines' estimator (rl/covariance.py). Well
+    # conditioned when N > lookback, O(L N) per portfolio variance, and O(N) memory of its own (it reads
+    # the lookback's returns in place): a cached state no longer holds an N x N matrix.
+    covariance: ShrunkCovariance
     market_drawdown: float  # of the equal-weight market from its running peak over the lookback
     vol_ratio: float  # short-window over lookback volatility of the equal-weight market
 
     @classmethod
     def from_returns(cls, symbols: tuple[str, ...], returns: np.ndarray, short: int = 20) -> MarketState:
-        """``returns`` (days, N): the lookback's daily returns, oldest first, ending at the as-of date."""
+        """``returns`` (days, N): the lookback's daily returns, oldest first, ending at the as-of date
+        (kept by reference, not copied, when finite: the caller must not change them)."""
         market = np.nanmean(returns, axis=1)
         value = np.cumprod(1 + market)
         drawdown = float(1 - value[-1] / max(1.0, value.max()))
         long_vol = market.std(ddof=1)
         ratio = float(market[-short:].std(ddof=1) / long_vol) if long_vol > 0 else 1.0
-        return cls(tuple(symbols), np.cov(np.nan_to_num(returns), rowvar=False), drawdown, ratio)
+        finite = returns if np.isfinite(returns).all() else np.nan_to_num(returns)  # unknown returns count as 0
+        return cls(tuple(symbols), ShrunkCovariance.fit(finite), drawdown, ratio)
 
 
 @dataclass(frozen=True)
@@ -90,9 +96,9 @@ class Check:
     amount: float = 0.0  # sum over risky assets of |weight change| this check made (0 when unchanged)
 
 
-def portfolio_vol(weights: np.ndarray, covariance: np.ndarray) -> float:
+def portfolio_vol(weights: np.ndarray, covariance: ShrunkCovariance) -> float:
     """Annualised volatility of risky weights (N,) under a daily covariance."""
-    return math.sqrt(max(float(weights @ covariance @ weights), 0.0) * TRADING_DAYS_PER_YEAR)
+    return math.sqrt(max(covariance.variance(weights), 0.0) * TRADING_DAYS_PER_YEAR)
 
 
 def apply_risk_filters(

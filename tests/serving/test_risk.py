@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.covariance import ledoit_wolf
 
 from rayfolio.serving.risk import HouseLimits, MarketState, RiskProfile, apply_risk_filters, portfolio_vol
 
@@ -46,6 +47,17 @@ def test_every_limit_holds(data):
         assert w[:-1].sum() <= limits.breaker_risky_cap + 1e-9
     assert [c.name for c in checks] == ["turnover_cap", "excluded_symbols", "max_position", "volatility_target",
                                         "circuit_breaker", "cash_floor"]  # fmt: skip
+
+
+def test_volatility_is_ledoit_wolfs_even_with_more_assets_than_days():
+    """The state's covariance is scikit-learn's Ledoit-Wolf of the lookback (well conditioned when
+    N > days), read from the returns in place."""
+    returns = rng.normal(0.0004, 0.01, (60, 100)) + rng.normal(0, 0.01, (60, 1))
+    state = MarketState.from_returns(tuple(f"S{i}" for i in range(100)), returns)
+    expected = ledoit_wolf(returns)[0]
+    for w in (np.full(100, 0.01), np.eye(100)[7], rng.dirichlet(np.ones(100)) * 0.8):
+        assert portfolio_vol(w, state.covariance) == pytest.approx(np.sqrt(w @ expected @ w * 252), rel=1e-9)
+    assert np.shares_memory(state.covariance.returns, returns)  # a cached state holds no copy of the lookback
 
 
 def test_a_proposal_inside_every_limit_passes_unchanged():
