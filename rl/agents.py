@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer, RolloutBuffer
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
@@ -57,14 +58,42 @@ def policy_kwargs(market: MarketData, env: EnvConfig, search: AlgorithmSearch) -
     }
 
 
+class RewardNormalize(VecNormalize):
+    """``VecNormalize`` for rewards only: observations pass through untouched. SB3's deep-copies them
+    even with ``norm_obs=False``, and a replay batch passes through it: at 400 assets two copies of
+    256 x 48,401 floats (100 MB) per gradient step that change nothing."""
+
+    def normalize_obs(self, obs):
+        return obs
+
+    def unnormalize_obs(self, obs):
+        return obs
+
+
+class BatchReplayBuffer(ReplayBuffer):
+    """SB3's replay buffer, its sampled batches handed to torch without another copy: every array
+    ``_get_samples`` converts is freshly gathered, so ``as_tensor`` shares nothing with the buffer.
+    At hundreds of assets a batch is ~50 MB, past the CPU's cache: each copy saved is time."""
+
+    def to_torch(self, array: np.ndarray, copy: bool = True) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+
+class BatchRolloutBuffer(RolloutBuffer):
+    """PPO's rollout buffer, its minibatches (fresh gathers too) handed to torch without a copy."""
+
+    def to_torch(self, array: np.ndarray, copy: bool = True) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.device)
+
+
 def _sb3_kwargs(kwargs: dict) -> dict:
     return {**kwargs, "features_extractor_class": AssetWindowExtractor}
 
 
-def training_env(market: MarketData, env: EnvConfig, n_envs: int, gamma: float) -> VecNormalize:
+def training_env(market: MarketData, env: EnvConfig, n_envs: int, gamma: float) -> RewardNormalize:
     period = market.splits["train"]
     envs = DummyVecEnv([lambda: Monitor(PortfolioEnv(market, env, period)) for _ in range(n_envs)])
-    return VecNormalize(envs, norm_obs=False, norm_reward=True, gamma=gamma, clip_reward=10.0)
+    return RewardNormalize(envs, norm_obs=False, norm_reward=True, gamma=gamma, clip_reward=10.0)
 
 
 def build_agent(
@@ -88,12 +117,14 @@ def build_agent(
             batch_size=search.batch_size,
             n_epochs=search.n_epochs,
             ent_coef=params["ent_coef"],
+            rollout_buffer_class=BatchRolloutBuffer,
             **common,
         )
     return SAC(
         "MlpPolicy",
         vec,
         buffer_size=search.buffer_size,
+        replay_buffer_class=BatchReplayBuffer,
         batch_size=search.batch_size,
         learning_starts=search.learning_starts,
         gradient_steps=search.gradient_steps,

@@ -8,11 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from rayfolio.data.conventions import CASH
-from rayfolio.rl.agents import build_agent
+from rayfolio.rl.agents import _sb3_kwargs, build_agent, policy_kwargs
 from rayfolio.rl.config import FLOAT_BYTES, AlgorithmSearch, AllocationConfig, budget_rows, observation_floats
+from rayfolio.rl.env import PortfolioEnv
 from rayfolio.rl.report import OTHER, weight_bands
 from tests.rl.conftest import SMALL_ENV
 
@@ -64,6 +69,46 @@ def test_the_replay_buffer_sb3_allocates_is_what_the_trial_declares(small_market
     buffer = agent.replay_buffer
     assert buffer.observations.shape == (20, 2, floats)  # 40 transitions over 2 envs
     assert buffer.observations.nbytes + buffer.next_observations.nbytes == search.buffer_bytes("sac", floats)
+
+
+def test_sac_without_the_batch_copies_learns_exactly_what_stock_sb3_does(small_market):
+    # rl/agents.py drops copies that change nothing (VecNormalize's deep copy of observations it does not
+    # normalise, the buffer's second copy into torch): the same seed must give bit-identical networks.
+    search = AlgorithmSearch(timesteps=48, buffer_size=48, n_envs=2, batch_size=8, learning_starts=16,
+                             net_arch=(8,), asset_embedding=2)  # fmt: skip
+    params = {"lr": 1e-3, "gamma": 0.9}
+    # Each built and trained in turn: SB3 seeds the global RNGs when an agent is built.
+    ours = build_agent("sac", params, small_market, SMALL_ENV, search, seed=3)
+    ours.learn(48)
+    period = small_market.splits["train"]
+    envs = DummyVecEnv([lambda: Monitor(PortfolioEnv(small_market, SMALL_ENV, period)) for _ in range(2)])
+    stock = SAC("MlpPolicy", VecNormalize(envs, norm_obs=False, norm_reward=True, gamma=0.9, clip_reward=10.0),
+                learning_rate=1e-3, gamma=0.9, seed=3, device="cpu", buffer_size=48, batch_size=8, learning_starts=16,
+                policy_kwargs=_sb3_kwargs(policy_kwargs(small_market, SMALL_ENV, search)))  # fmt: skip
+    assert type(stock.replay_buffer) is not type(ours.replay_buffer)
+    stock.learn(48)
+    trained, reference = ours.policy.state_dict(), stock.policy.state_dict()
+    assert trained.keys() == reference.keys()
+    assert all(torch.equal(trained[k], reference[k]) for k in trained)
+    untrained = build_agent("sac", params, small_market, SMALL_ENV, search, seed=3).policy.state_dict()
+    assert not torch.equal(trained["actor.mu.weight"], untrained["actor.mu.weight"])  # it did learn
+
+
+def test_ppo_without_the_minibatch_copy_learns_exactly_what_stock_sb3_does(small_market):
+    search = AlgorithmSearch(n_envs=2, batch_size=16, n_epochs=2, net_arch=(8,), asset_embedding=2)
+    params = {"lr": 1e-3, "gamma": 0.9, "n_steps": 32, "ent_coef": 0.0}
+    ours = build_agent("ppo", params, small_market, SMALL_ENV, search, seed=3)
+    ours.learn(64)
+    period = small_market.splits["train"]
+    envs = DummyVecEnv([lambda: Monitor(PortfolioEnv(small_market, SMALL_ENV, period)) for _ in range(2)])
+    stock = PPO("MlpPolicy", VecNormalize(envs, norm_obs=False, norm_reward=True, gamma=0.9, clip_reward=10.0),
+                learning_rate=1e-3, gamma=0.9, seed=3, device="cpu", n_steps=32, batch_size=16, n_epochs=2,
+                ent_coef=0.0, policy_kwargs=_sb3_kwargs(policy_kwargs(small_market, SMALL_ENV, search)))  # fmt: skip
+    assert type(stock.rollout_buffer) is not type(ours.rollout_buffer)
+    stock.learn(64)
+    trained, reference = ours.policy.state_dict(), stock.policy.state_dict()
+    assert trained.keys() == reference.keys()
+    assert all(torch.equal(trained[k], reference[k]) for k in trained)
 
 
 def test_budget_rows_say_what_was_capped_and_why():
