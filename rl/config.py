@@ -102,21 +102,29 @@ class AlgorithmSearch(BaseModel):
     # The most one trial's buffer may hold (SAC's replay buffer, PPO's rollout buffer), in GB; also the
     # memory each trial declares to Ray, so a node runs only as many trials at once as their buffers fit.
     memory_gb: float = Field(4.0, gt=0)
+    # A budget that must shrink with the universe: a gradient step on a batch of observations costs
+    # ~N times more at N assets (and more once a batch outgrows the cache: bench/agent_scale.py), so a
+    # trial is capped at this many steps x assets; above it, it takes asset_steps / N steps. None: no cap.
+    asset_steps: int | None = Field(None, ge=1)
 
-    def at_scale(self, algorithm: Algorithm, observation_floats: int) -> AlgorithmSearch:
+    def at_scale(self, algorithm: Algorithm, observation_floats: int, n_assets: int) -> AlgorithmSearch:
         """The search a trial runs on observations of ``observation_floats`` floats (W*N*F + N+1).
 
-        The one budget rule that depends on the universe: buffers are sized by the observation, which
-        grows with the number of assets, so they are capped. SAC's replay buffer holds at most the
-        ``timesteps`` transitions a trial makes (more is memory it never fills) and at most what
-        ``memory_gb`` holds at 2 observations a transition (obs and next_obs; SB3's
+        Two budgets depend on the universe. Steps: with ``asset_steps`` set, a trial takes at most
+        asset_steps / N steps (never fewer than learning_starts + evaluations). Buffers: they are
+        sized by the observation, which grows with the number of assets, so they are capped. SAC's
+        replay buffer holds at most the ``timesteps`` transitions a trial makes (more is memory it
+        never fills) and at most what ``memory_gb`` holds at 2 observations a transition (obs and next_obs; SB3's
         ``optimize_memory_usage`` would halve that, but it needs ``handle_timeout_termination=False``,
         which stops bootstrapping where ``episode_steps`` truncates an episode: a different target).
         PPO's rollout length ``n_steps`` is capped so n_steps x n_envs observations, twice (SB3
-        flattens a copy), fit in ``memory_gb``. Everything else, steps included, is the same at every
-        size: time per environment step, gradient step and rollout step grows linearly with the
-        assets (bench/agent_scale.py), so a trial's time does too.
+        flattens a copy), fit in ``memory_gb``. Everything else is the same at every size.
         """
+        if self.asset_steps is not None and self.timesteps * n_assets > self.asset_steps:
+            # At least one evaluation's worth of steps past learning_starts, so the trial still learns.
+            steps = max(self.asset_steps // n_assets, self.learning_starts + self.evaluations)
+            if steps < self.timesteps:
+                return self.model_copy(update={"timesteps": steps}).at_scale(algorithm, observation_floats, n_assets)
         per_observation = observation_floats * FLOAT_BYTES
         if algorithm == "sac":
             by_memory = int(self.memory_gb * 1e9 // (2 * per_observation))
@@ -153,7 +161,9 @@ class AgentsConfig(BaseModel):
 
     algorithms: tuple[Algorithm, ...] = ("ppo", "sac")
     ppo: AlgorithmSearch = AlgorithmSearch()
-    sac: AlgorithmSearch = AlgorithmSearch(timesteps=6_000, evaluations=3, lr=(3e-4, 1e-3), seeds=(0,), n_envs=4)
+    sac: AlgorithmSearch = AlgorithmSearch(
+        timesteps=6_000, evaluations=3, lr=(3e-4, 1e-3), seeds=(0,), n_envs=4, asset_steps=600_000
+    )
     cpus_per_trial: float = Field(1.0, gt=0)
     max_concurrent_trials: int | None = None  # None: as many as the cluster's CPUs hold
 
@@ -248,14 +258,14 @@ def budget_rows(config: AllocationConfig, n_assets: int, n_features: int | None 
     rows = {}
     for algorithm in config.agents.algorithms:
         search = getattr(config.agents, algorithm)
-        scaled = search.at_scale(algorithm, floats)
+        scaled = search.at_scale(algorithm, floats, n_assets)
         gb = scaled.buffer_bytes(algorithm, floats) / 1e9
         name = algorithm.upper()
         if algorithm == "sac":
             if scaled.buffer_size == search.buffer_size:
                 why = "as configured"
-            elif scaled.buffer_size == search.timesteps:
-                why = f"capped by the {search.timesteps:,} steps a trial takes; configured {search.buffer_size:,}"
+            elif scaled.buffer_size == scaled.timesteps:
+                why = f"capped by the {scaled.timesteps:,} steps a trial takes; configured {search.buffer_size:,}"
             else:
                 why = f"capped by memory_gb {search.memory_gb:g}; configured {search.buffer_size:,}"
             rows[f"{name} replay buffer"] = f"{scaled.buffer_size:,} transitions, {gb:.2f} GB ({why}; {shape})"
@@ -265,7 +275,12 @@ def budget_rows(config: AllocationConfig, n_assets: int, n_features: int | None 
             rows[f"{name} rollout buffer"] = (
                 f"n_steps {steps} x {scaled.n_envs} envs, at most {gb:.2f} GB ({why}; {shape})"
             )
-        rows[f"{name} steps per trial"] = (
-            f"{scaled.timesteps:,} (the same at every universe size: time per step grows linearly with the assets)"
-        )
+        if scaled.timesteps < search.timesteps:
+            why = (f"capped by asset_steps {search.asset_steps:,} / {n_assets:,} assets; "
+                   f"configured {search.timesteps:,}")  # fmt: skip
+        elif search.asset_steps is not None:
+            why = f"as configured; capped above {search.asset_steps // search.timesteps:,} assets"
+        else:
+            why = "as configured, at every universe size"
+        rows[f"{name} steps per trial"] = f"{scaled.timesteps:,} ({why})"
     return rows

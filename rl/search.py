@@ -193,7 +193,7 @@ def search_agents(
 ) -> AgentSearchOutcome:
     # Budgets that depend on the universe first: the trials, the draws and the report all see these.
     floats = observation_floats(env, market.n_assets, len(market.feature_names))
-    search = search.at_scale(algorithm, floats)
+    search = search.at_scale(algorithm, floats, market.n_assets)
     memory = float(search.buffer_bytes(algorithm, floats))
     check_memory(algorithm, memory)
     max_concurrent = concurrent_trials(cpus_per_trial, max_concurrent, memory)

@@ -33,16 +33,25 @@ def test_observation_size_at_400_assets():
 
 
 def test_the_replay_buffer_holds_no_more_than_a_trial_fills():
-    sac = QUICKSTART.agents.sac
+    sac = QUICKSTART.agents.sac.model_copy(update={"asset_steps": None})
     assert sac.buffer_size == 50_000 and sac.timesteps == 6_000
-    assert sac.at_scale("sac", AT_400).buffer_size == 6_000
+    assert sac.at_scale("sac", AT_400, 400).buffer_size == 6_000
     small = sac.model_copy(update={"buffer_size": 1_000})
-    assert small.at_scale("sac", AT_400) is small  # already within both caps: the same search
+    assert small.at_scale("sac", AT_400, 400) is small  # already within both caps: the same search
+
+
+def test_sac_steps_shrink_above_the_asset_steps_budget():
+    sac = AlgorithmSearch(timesteps=6_000, asset_steps=600_000, learning_starts=500, evaluations=3)
+    assert sac.at_scale("sac", AT_400, 100).timesteps == 6_000  # 6,000 x 100 is the budget itself
+    at_400 = sac.at_scale("sac", AT_400, 400)
+    assert (at_400.timesteps, at_400.buffer_size) == (1_500, 1_500)  # the buffer follows the steps
+    assert sac.at_scale("sac", AT_400, 10_000).timesteps == 503  # never below learning_starts + evaluations
+    assert AlgorithmSearch(timesteps=6_000).at_scale("ppo", AT_400, 10_000).timesteps == 6_000  # no budget, no cap
 
 
 def test_the_replay_buffer_is_capped_by_memory():
     sac = AlgorithmSearch(timesteps=100_000, buffer_size=100_000, memory_gb=1.0)
-    scaled = sac.at_scale("sac", AT_400)
+    scaled = sac.at_scale("sac", AT_400, 400)
     per_transition = 2 * AT_400 * FLOAT_BYTES
     assert scaled.buffer_size == 1_000_000_000 // per_transition == 2_582
     assert scaled.buffer_bytes("sac", AT_400) <= 1e9 < (scaled.buffer_size + 1) * per_transition
@@ -50,21 +59,21 @@ def test_the_replay_buffer_is_capped_by_memory():
 
 def test_a_memory_budget_below_one_batch_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"^sac: memory_gb 0.01 holds 12 transitions .* fewer than batch_size 256"):
-        AlgorithmSearch(memory_gb=0.01).at_scale("sac", 100_001)
+        AlgorithmSearch(memory_gb=0.01).at_scale("sac", 100_001, 400)
 
 
 def test_ppo_rollouts_are_capped_by_memory_keeping_the_grid_order():
     ppo = AlgorithmSearch(n_steps=(512, 64, 2048), n_envs=4, memory_gb=1.0)
     cap = int(1e9 // (2 * 4 * AT_400 * FLOAT_BYTES))  # 645 steps of 4 observations, twice
-    assert ppo.at_scale("ppo", AT_400).n_steps == (512, 64, cap)
-    assert QUICKSTART.agents.ppo.at_scale("ppo", AT_400) is QUICKSTART.agents.ppo  # 128/256 fit
+    assert ppo.at_scale("ppo", AT_400, 400).n_steps == (512, 64, cap)
+    assert QUICKSTART.agents.ppo.at_scale("ppo", AT_400, 400) is QUICKSTART.agents.ppo  # 128/256 fit
 
 
 def test_the_replay_buffer_sb3_allocates_is_what_the_trial_declares(small_market):
     # An independent count: the arrays SB3 allocates for the capped buffer.
     floats = observation_floats(SMALL_ENV, small_market.n_assets, len(small_market.feature_names))
     search = AlgorithmSearch(timesteps=40, buffer_size=10_000, n_envs=2, batch_size=8, net_arch=(8,),
-                             asset_embedding=2).at_scale("sac", floats)  # fmt: skip
+                             asset_embedding=2).at_scale("sac", floats, small_market.n_assets)  # fmt: skip
     agent = build_agent("sac", {"lr": 1e-3, "gamma": 0.9}, small_market, SMALL_ENV, search, seed=0)
     buffer = agent.replay_buffer
     assert buffer.observations.shape == (20, 2, floats)  # 40 transitions over 2 envs
@@ -114,11 +123,13 @@ def test_ppo_without_the_minibatch_copy_learns_exactly_what_stock_sb3_does(small
 def test_budget_rows_say_what_was_capped_and_why():
     rows = budget_rows(QUICKSTART, 400)
     assert rows["SAC replay buffer"] == (
-        "6,000 transitions, 2.32 GB (capped by the 6,000 steps a trial takes; configured 50,000; "
+        "1,500 transitions, 0.58 GB (capped by the 1,500 steps a trial takes; configured 50,000; "
         "observation 48,401 floats at 400 assets)"
     )
     assert rows["PPO rollout buffer"].startswith("n_steps 128/256 x 4 envs, at most 0.40 GB (as configured;")
-    assert rows["SAC steps per trial"].startswith("6,000 ")
+    assert rows["SAC steps per trial"] == "1,500 (capped by asset_steps 600,000 / 400 assets; configured 6,000)"
+    assert budget_rows(QUICKSTART, 100)["SAC steps per trial"] == "6,000 (as configured; capped above 100 assets)"
+    assert budget_rows(QUICKSTART, 400)["PPO steps per trial"] == "20,000 (as configured, at every universe size)"
     # Forecast channels widen the observation: the caller passes the market's feature count.
     assert "56,401 floats" in budget_rows(QUICKSTART, 400, n_features=7)["SAC replay buffer"]
 
