@@ -28,13 +28,14 @@ import yaml
 from rayfolio.cluster.config import RunConfig, check_env_features, check_index_file
 from rayfolio.cluster.daily import day_two_section, rehearse_day_two
 from rayfolio.cluster.runtime import ray_connection
+from rayfolio.cluster.scale import allocation_rows, cluster_shape, forecaster_rows
 from rayfolio.cluster.served import oversight_section, served_factory, walk_forward_ensemble
 from rayfolio.data.features import available_features
 from rayfolio.data.markdown import Report, table
 from rayfolio.data.overview import data_overview, data_section
 from rayfolio.data.relative import RELATIVE_NAMES
 from rayfolio.data.sources import make_source
-from rayfolio.data.splits import PurgedDateSplitter
+from rayfolio.data.splits import PurgedDateSplitter, walk_forward
 from rayfolio.data.store import FeatureStore, prepare_feature_store
 from rayfolio.data.validate import validate_before_ray
 from rayfolio.rl.report import COMPARISON, allocation_section, served_section, tilt_section
@@ -102,6 +103,11 @@ def run_main_job(
         logger.info("\n".join(summary.lines()))
         logger.info(table(overview.splits, floatfmt=".0f"))
 
+        panel = Panel.from_store(store)
+        scale = {"assets": f"{len(panel.symbols):,}", "Ray cluster": cluster_shape()}
+        n_refits = len(walk_forward(splitter.config, config.walk_forward.refit_every, splitter.purge, panel.dates))
+        scale.update(forecaster_rows(config, panel, splitter, n_refits))
+
         t0 = _stage(2, "forecasters", f"{', '.join(config.forecasters.families)} on Ray Tune + Ray Train, baselines")
         registry = ModelRegistry(config.registry_root())
         forecasts = run_forecasters(store, splitter, config.forecasters, run_dir, registry, config.walk_forward, stage)
@@ -114,7 +120,6 @@ def run_main_job(
 
         algorithms = ", ".join(a.upper() for a in config.allocation.agents.algorithms)
         t0 = _stage(3, "allocation", f"{algorithms} agents on Ray Tune, the tilt, the served path, backtest")
-        panel = Panel.from_store(store)
         ensemble, served, ensemble_scores = None, None, None
         if forecasts.registered:
             # Each refit's ensemble of the versions just registered, calibrated on its validation window:
@@ -136,6 +141,10 @@ def run_main_job(
             stage=stage,
         )
         timings["allocation"] = time.perf_counter() - t0
+        n_features = len(config.allocation.env.features) + (
+            len(panel.horizons) if config.allocation.env.forecast_features else 0
+        )
+        scale.update(allocation_rows(config, len(panel.symbols), n_features, allocation.searches))
         logger.info(table(allocation.backtest.metrics[COMPARISON], floatfmt=".3f"))
 
         rehearsal = None
@@ -166,6 +175,7 @@ def run_main_job(
                     "walk-forward refits": ", ".join(str(r.splits.test_start) for r in forecasts.refits)
                     + (f" (every {config.walk_forward.refit_every} months)" if config.walk_forward.refit_every else ""),
                     **{f"time: {k} (s)": f"{v:.1f}" for k, v in timings.items()},
+                    **scale,
                 }
             )
         ),
