@@ -28,6 +28,14 @@ logger = logging.getLogger(__name__)
 # (~5 s of imports), loading the ensemble (~3 s) and explaining 10 dates (~2.1 s each): 15 keep it < 40 s.
 DEFAULT_DAYS = 15
 MIN_CHUNK, MAX_CHUNK = 4, 25  # dates per Ray task: enough to be worth a task's ~8 s of loading
+# What one task holds, declared to Ray so that tasks at once fit the machine (one per CPU otherwise): a
+# worker's imports and models, the panel and each forecaster's standardised copy and graph, and one
+# date's explanation at a time (explain/expected_gradients.py: its path points, three (S, W, N, F)
+# float32 arrays, and one pass of ROWS_PER_PASS rows; bench/explain_micro.py: 0.4 GB above the process
+# for a quickstart GAT at 400 assets). 1.6 GB at 20 assets x 8,000 days, 2.4 GB at 400 x 2,520 (windows 40):
+# two at once on 2 CPUs fit a 23 GB machine; before, a GAT date alone needed ~40 GB at 400 assets.
+WORKER_BYTES = 1 << 30
+PASS_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,14 @@ class ExplainSummary:
 
     def line(self) -> str:
         return f"explanations: {self.detail()} -> {self.root} (models {self.models})"
+
+
+def task_memory(days: int, assets: int, features: int, forecasters: int, samples: int, window: int) -> int:
+    """Bytes one explanation task may hold (see WORKER_BYTES): linear in the universe."""
+    panel = 4 * days * assets * features * (2 + forecasters)  # features, labels and more; a copy per forecaster
+    graphs = 8 * days * assets * 8 * forecasters  # (T, N, k) int64 neighbour tables, k <= 8
+    points = 3 * 4 * samples * window * assets * features
+    return WORKER_BYTES + panel + graphs + points + PASS_BYTES
 
 
 def _explain_dates(store: str, registry: str, versions: dict[str, str], ts: list[int], splits: dict, samples: int,
@@ -95,7 +111,7 @@ def refresh_explanations(
     import ray
 
     from rayfolio.data.store import FeatureStore
-    from rayfolio.explain.expected_gradients import iso, method_for, training_background
+    from rayfolio.explain.expected_gradients import iso, method_for, per_row, training_background
     from rayfolio.explain.store import ExplanationStore, default_root
     from rayfolio.serving.settings import ServeSettings
     from rayfolio.training.panel import Panel
@@ -126,12 +142,18 @@ def refresh_explanations(
     if not missing:
         return ExplainSummary(str(explanations.path), explanations.models, len(asked), 0, first, last, 0,
                               time.perf_counter() - started)  # fmt: skip
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", 1)))
     size = max(MIN_CHUNK, min(MAX_CHUNK, math.ceil(len(missing) / cpus)))
     chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
-    logger.info("explanations: %d dates (%s .. %s) in %d Ray tasks", len(missing), iso(panel.dates[missing[0]]),
-                iso(panel.dates[missing[-1]]), len(chunks))  # fmt: skip
-    task = ray.remote(num_cpus=1)(_explain_dates)
+    drawn = per_row(samples, background) * background
+    memory = task_memory(len(panel.dates), len(panel.symbols), len(panel.feature_names), len(versions), drawn,
+                         history)  # fmt: skip
+    # Never more than the cluster has: a task Ray could never place would wait forever.
+    memory = min(memory, int(resources.get("memory", memory)))
+    logger.info("explanations: %d dates (%s .. %s) in %d Ray tasks, %.1f GB each", len(missing),
+                iso(panel.dates[missing[0]]), iso(panel.dates[missing[-1]]), len(chunks), memory / 2**30)  # fmt: skip
+    task = ray.remote(num_cpus=1, memory=memory)(_explain_dates)
     plain = splits.model_dump(mode="json")
     args = (str(store.path), str(registry.root), versions)
     pending = [task.remote(*args, chunk, plain, samples, background) for chunk in chunks]

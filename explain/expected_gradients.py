@@ -41,9 +41,11 @@ background dates), one thread of this busy 2-core machine, CPU seconds:
   (2.2-2.9 s, median 2.5 s, for a date's three horizons): ~11x. The policy part (PPO or SAC, 20
   assets, 128 samples): 13-41 ms here, ~300 ms with shap at 100 samples;
 - as the universe grows (bench/explain_micro.py: one quickstart-shaped forecaster, random weights,
-  one thread, CPU seconds and peak resident GB of the process; one output per backward pass before):
-  LSTM 100 assets 3.9 s -> 2.4 s, 400 assets 8.8 s, 1.1 GB; GAT 100 assets 26.5 s, 3.2 GB -> 3.4 s,
-  0.8 GB; 400 assets (before: ~42 GB, out of memory) 13 s, 1.0 GB. The same numbers to ~1e-6;
+  one thread, CPU seconds and peak resident GB of the process, ~0.6 GB of it imports and panel),
+  before (one backward pass per output) -> now: LSTM 100 assets 3.9 s, 1.5 GB -> 2.8 s, 0.8 GB;
+  400 assets 22.4 s, 4.6 GB -> 9.3 s, 1.0 GB. GAT 100 assets 26.5 s, 3.2 GB -> 3.7 s, 0.8 GB;
+  200 assets 104 s, 10.5 GB -> 6.7 s, 0.8 GB; 400 assets (~420 s and ~40 GB: not run) -> 12 s,
+  1.0 GB. The same numbers to ~1e-6;
 - completeness, 10 dates over the last 1,500, largest |sum - (value - base)| / largest |value - base|:
   5-day median 0.5%, max 0.7%; 20-day median 4.3%, max 7.4% (at most 2.6e-4 against expected returns
   up to 2.6e-2). shap at 128 samples on 3 of those dates: 10-22%. (The 60-day forecast has no
