@@ -53,7 +53,8 @@ class SearchParallelism:
 
     def text(self) -> str:
         return (
-            f"{self.trials} trials, at most {self.max_concurrent_trials} at once, each {self.cpus_per_trial:g} CPU "
+            f"{self.trials} trial{'s' if self.trials != 1 else ''}, at most {self.max_concurrent_trials} at once, "
+            f"each {self.cpus_per_trial:g} CPU "
             f"and {self.memory_per_trial_gb:.2f} GB of buffer, on {self.nodes_used} of {self.nodes} node(s) "
             f"({self.cluster_cpus:g} CPUs)"
         )
