@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 # The main job's share: 20 dates took 45 s on this (busy) 2-core machine, 2 tasks each starting
 # (~5 s of imports), loading the ensemble (~3 s) and explaining 10 dates (~2.1 s each): 15 keep it < 40 s.
 DEFAULT_DAYS = 15
+# A budget that shrinks with the universe: a date's explanation costs ~N (3.3x from 100 to 400 assets,
+# bench/explain_micro.py), so the main job precomputes at most this many date x asset explanations:
+# the latest 15 dates up to 100 assets, 3 at 400. The service explains any other date on request.
+MAIN_JOB_ASSET_DATES = 1_500
+
 MIN_CHUNK, MAX_CHUNK = 4, 25  # dates per Ray task: enough to be worth a task's ~8 s of loading
 # What one task holds, declared to Ray so that tasks at once fit the machine (one per CPU otherwise): a
 # worker's imports and models, the panel and each forecaster's standardised copy and graph, and one
@@ -60,6 +65,11 @@ class ExplainSummary:
 
     def line(self) -> str:
         return f"explanations: {self.detail()} -> {self.root} (models {self.models})"
+
+
+def main_job_days(n_assets: int) -> int:
+    """How many of the latest dates the main job explains at ``n_assets`` assets (at least one)."""
+    return max(1, min(DEFAULT_DAYS, MAIN_JOB_ASSET_DATES // max(n_assets, 1)))
 
 
 def task_memory(days: int, assets: int, features: int, forecasters: int, samples: int, window: int) -> int:

@@ -34,3 +34,9 @@ def test_the_rows_state_the_stride_the_cap_forces_and_what_runs_at_once(tiny_pan
     assert rows["forecaster trials at once (each a DDP run)"] == f"{at_once} x 2 workers x 0.45 CPU"
     assert rows["walk-forward refits at once"] == f"{min(3, at_once)} of 3"
     assert cluster_shape().startswith(f"1 node(s), {cpus:g} CPUs")
+
+
+def test_the_main_job_explains_fewer_latest_dates_as_the_universe_grows():
+    from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS, main_job_days
+
+    assert [main_job_days(n) for n in (20, 100, 200, 400, 10**6)] == [DEFAULT_DAYS, DEFAULT_DAYS, 7, 3, 1]
