@@ -1,6 +1,7 @@
 """Where the main job's time goes as the universe grows: `rayfolio run` on synthetic universes of several sizes.
 
     python -m bench.scale [--assets 50 100 200 400] [--days 2520] [--timeout 3600] [--keep] [--smoke]
+    python -m bench.scale --from-kept <top>/assets-50 <other top>/assets-400 ...   # tables kept runs
 
 Each size is one `rayfolio run` (the CLI, the same code path as a user's) in a fresh process, so Ray and
 memory start clean, with configs/quickstart.yaml's settings on the synthetic source (``synthetic.n_assets``
@@ -238,6 +239,25 @@ def run_size(n_assets: int, n_days: int, timeout: float, smoke: bool, root: Path
     return result
 
 
+def from_kept(root: Path) -> SizeResult:
+    """A size kept by ``--keep`` (``<top>/assets-N``), rebuilt from its run.log (each line's seconds from
+    the start) and run dir, to table runs measured apart (before and after a change). The start is when
+    its config.yaml was written (just before the run started), the end its last logged line; peak RSS
+    is not in the log."""
+    started = (root / "config.yaml").stat().st_mtime
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    lines = [(started + float(raw[:9]), raw[11:]) for raw in (root / "run.log").read_text().splitlines()
+             if raw[:9].strip().replace(".", "", 1).isdigit()]  # fmt: skip
+    result = SizeResult(int(config["data"]["synthetic"]["n_assets"]), log=root / "run.log")
+    result.seconds = lines[-1][0] - started if lines else 0.0
+    finished = any(line.startswith("report: ") for _, line in lines)
+    result.exit_code = 0 if finished else None
+    run_dir = root / "runs" / config["name"]
+    result.components = components(lines, started, started + result.seconds, run_dir, stopped=not finished)
+    result.stages = stage_times(lines, run_dir)
+    return result
+
+
 def _stop(process: subprocess.Popen) -> None:
     """The run's whole process group (the CLI and the Ray it started): SIGINT (Ray shuts down), then SIGKILL."""
     for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
@@ -362,7 +382,8 @@ def table(results: list[SizeResult], timeout: float) -> tuple[pd.DataFrame, int]
         ratios = {}
         for row in rows:
             a, b = values[r.n_assets].get(row), values[reference].get(row)
-            ratios[row] = "" if a is None or b is None or b < MIN_REFERENCE_S else f"{a / b:.2f}x"
+            known = a is not None and b is not None and math.isfinite(a) and math.isfinite(b)
+            ratios[row] = f"{a / b:.2f}x" if known and b >= MIN_REFERENCE_S else ""
         text[f"{r.n_assets}/{reference}"] = ratios
     return pd.DataFrame(text, index=rows), reference
 
@@ -406,7 +427,18 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep every size's run dir, registry and log")
     parser.add_argument("--smoke", action="store_true",
                         help="the test suite's tiny training budgets: checks the bench, measures nothing")  # fmt: skip
+    parser.add_argument("--from-kept", type=Path, nargs="+", metavar="DIR",
+                        help="no runs: a table of sizes kept by --keep (<top>/assets-N)")  # fmt: skip
     args = parser.parse_args()
+    if args.from_kept:
+        results = sorted((from_kept(d) for d in args.from_kept), key=lambda r: r.n_assets)
+        frame, reference = table(results, args.timeout)
+        print(f"wall seconds per component and size (to each run's last logged line); ratios to the "
+              f"{reference}-asset time")  # fmt: skip
+        print(frame.to_markdown(colalign=("left", *["right"] * frame.shape[1]), disable_numparse=True))
+        for line in targets(results, args.timeout):
+            print(f"  {line}")
+        return
     sizes = sorted(set(args.assets))
     top = Path(tempfile.mkdtemp(prefix="rayfolio-scale-"))
     splits = split_dates(args.days)

@@ -57,3 +57,28 @@ def test_the_table_gives_ratios_and_the_targets():
     assert frame.at["stage: total", "400 (s)"] == "> 3600" and frame.at["data: x", "400 (s)"] == "> 20"
     assert frame.at["stage: data", "400 (s)"] == "> 50" and frame.at["stage: data", "400/100"] == ""
     assert "data: 400/100 <= 4.5x: MISSED (400 was stopped before it ended)" in targets([small, stopped], 3600)
+
+
+def test_a_kept_run_is_read_back_from_its_log_and_run_dir(tmp_path):
+    import json
+    import os
+
+    import yaml
+
+    from bench.scale import from_kept
+
+    root = tmp_path / "assets-7"
+    (root / "runs" / "scale-7").mkdir(parents=True)
+    (root / "config.yaml").write_text(yaml.safe_dump(run_config(7, 400, root, smoke=True)))
+    os.utime(root / "config.yaml", (1000.0, 1000.0))  # the run's start
+    log = ["[1/4] data: feature store", "[2/4] forecasters: lstm", "refit 0 (2008-01-01 on): searching lstm, 2",
+           "[3/4] allocation: PPO", "timings: data 4.0s, total 30.0s", "report: /x/report.md"]  # fmt: skip
+    at = [2.0, 6.0, 7.0, 20.0, 31.5, 33.0]
+    (root / "run.log").write_text("".join(f"{t:9.2f}  {line}\n" for t, line in zip(at, log, strict=True)))
+    (root / "runs" / "scale-7" / "summary.json").write_text(json.dumps({"timings_s": {"data": 4.0, "total": 30.0}}))
+    result = from_kept(root)
+    assert (result.n_assets, result.seconds, result.exit_code) == (7, 33.0, 0)
+    assert result.stages == {"data": 4.0, "total": 30.0}
+    assert result.components["startup"] == 2.0 and result.components["forecasters: lstm search"] == 13.0
+    (root / "run.log").write_text("".join(f"{t:9.2f}  {line}\n" for t, line in zip(at[:4], log[:4], strict=True)))
+    assert from_kept(root).exit_code is None  # no report line: it was stopped
