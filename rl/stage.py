@@ -29,7 +29,7 @@ from rayfolio.rl.baselines import (
     minimum_variance,
     run_estimator,
 )
-from rayfolio.rl.config import AllocationConfig, EnvConfig, TiltParams
+from rayfolio.rl.config import AllocationConfig, EnvConfig, TiltParams, observation_floats
 from rayfolio.rl.load import best_allocator, best_by_validation, load_agent
 from rayfolio.rl.market import MarketData
 from rayfolio.rl.report import BacktestResult, write_backtest
@@ -101,12 +101,18 @@ def run_allocation(
     searches = {}
     for algorithm in config.agents.algorithms:
         search = getattr(config.agents, algorithm)
+        # The steps at this universe's size (search_agents applies the same rule to the trials).
+        floats = observation_floats(config.env, market.n_assets, len(market.feature_names))
+        steps = search.at_scale(algorithm, floats, market.n_assets).timesteps
         logger.info(
-            "searching %s: %d draws x %d seeds, %s steps each, on Ray Tune",
+            "searching %s: %d draws x %d seeds, %s steps each%s, on Ray Tune",
             algorithm,
             search.num_samples,
             len(search.seeds),
-            f"{search.timesteps:,}",
+            f"{steps:,}",
+            f" (asset_steps cap at {market.n_assets:,} assets; configured {search.timesteps:,})"
+            if steps < search.timesteps
+            else "",
         )
         searches[algorithm] = search_agents(
             market,
