@@ -4,7 +4,8 @@ ensemble as the service's Explainer does, and explains every horizon of its date
 explanation store (explain/store.py) that the service reads. Dates already stored for these versions
 and settings are skipped.
 
-Which dates: the latest ``DEFAULT_DAYS`` trading days of the store by default, or every date from
+Which dates: the latest ``DEFAULT_DAYS`` trading days of the store by default (fewer above 100 assets:
+``latest_days``), or every date from
 ``since`` on. Not every date of the forecast log: one date costs ~2.5 s of one core on the quickstart
 models (3 forecasters, 20 assets, 128 samples; explain/expected_gradients.py), so its ~1,500 dates
 would take ~30 min on 2 cores. A date the service is asked for and the store lacks is computed on
@@ -28,9 +29,9 @@ logger = logging.getLogger(__name__)
 # (~5 s of imports), loading the ensemble (~3 s) and explaining 10 dates (~2.1 s each): 15 keep it < 40 s.
 DEFAULT_DAYS = 15
 # A budget that shrinks with the universe: a date's explanation costs ~N (3.3x from 100 to 400 assets,
-# bench/explain_micro.py), so the main job precomputes at most this many date x asset explanations:
-# the latest 15 dates up to 100 assets, 3 at 400. The service explains any other date on request.
-MAIN_JOB_ASSET_DATES = 1_500
+# bench/explain_micro.py), so by default (the main job, the daily cycle) at most this many date x asset
+# explanations: the latest 15 dates up to 100 assets, 3 at 400. The service explains other dates on request.
+PRECOMPUTE_ASSET_DATES = 1_500
 
 MIN_CHUNK, MAX_CHUNK = 4, 25  # dates per Ray task: enough to be worth a task's ~8 s of loading
 # What one task holds, declared to Ray so that tasks at once fit the machine (one per CPU otherwise): a
@@ -67,9 +68,9 @@ class ExplainSummary:
         return f"explanations: {self.detail()} -> {self.root} (models {self.models})"
 
 
-def main_job_days(n_assets: int) -> int:
-    """How many of the latest dates the main job explains at ``n_assets`` assets (at least one)."""
-    return max(1, min(DEFAULT_DAYS, MAIN_JOB_ASSET_DATES // max(n_assets, 1)))
+def latest_days(n_assets: int) -> int:
+    """How many of the latest dates are explained by default at ``n_assets`` assets (at least one)."""
+    return max(1, min(DEFAULT_DAYS, PRECOMPUTE_ASSET_DATES // max(n_assets, 1)))
 
 
 def task_memory(days: int, assets: int, features: int, forecasters: int, samples: int, window: int) -> int:
@@ -109,11 +110,12 @@ def refresh_explanations(
     *,
     root: Path | None = None,
     since=None,
-    days: int = DEFAULT_DAYS,
+    days: int | None = None,
     samples: int | None = None,
     background: int | None = None,
 ) -> ExplainSummary:
-    """Explain the store's dates from ``since`` on (a date), else its latest ``days``, that the
+    """Explain the store's dates from ``since`` on (a date), else its latest ``days`` (None:
+    ``latest_days`` of its universe), that the
     explanation store under ``root`` (default: <store's parent>/explanations) lacks for the production
     forecasters. ``samples``/``background``: the service's defaults unless given. Ray must be connected."""
     import numpy as np
@@ -143,6 +145,7 @@ def refresh_explanations(
     method = method_for(panel, training_background(panel, splits, history, background), samples)
     explanations = ExplanationStore(root or default_root(store.path), versions, method.key())
     every = pd.DatetimeIndex(panel.dates)
+    days = days or latest_days(len(panel.symbols))
     ts = np.flatnonzero(every >= pd.Timestamp(since)) if since is not None else np.arange(len(every))[-days:]
     ts = ts[ts >= history - 1]  # a date needs a full window behind it
     asked = [iso(panel.dates[t]) for t in ts]

@@ -114,13 +114,12 @@ def run_main_job(
         timings["forecasters"] = time.perf_counter() - t0
         logger.info(table(rank_ic_on_test(forecasts), floatfmt=".4f"))
         if registry.production("forecaster"):  # the service's explanations of the latest dates, precomputed
-            from rayfolio.cluster.explanation_refresh import MAIN_JOB_ASSET_DATES, main_job_days, refresh_explanations
+            from rayfolio.cluster.explanation_refresh import PRECOMPUTE_ASSET_DATES, latest_days, refresh_explanations
 
-            days = main_job_days(len(panel.symbols))
-            logger.info(refresh_explanations(store.path, registry.root, config.splits, days=days).line())
+            logger.info(refresh_explanations(store.path, registry.root, config.splits).line())
             scale["explanations precomputed"] = (
-                f"the latest {days} dates (at most {MAIN_JOB_ASSET_DATES:,} date x asset; "
-                "the service explains any other date on request)"
+                f"the latest {latest_days(len(panel.symbols))} dates (at most {PRECOMPUTE_ASSET_DATES:,} date x "
+                "asset; the daily cycle the same; the service explains any other date on request)"
             )
 
         algorithms = ", ".join(a.upper() for a in config.allocation.agents.algorithms)

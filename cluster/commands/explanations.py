@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from rayfolio.cluster.commands.common import config_and_address, iso_date, positive_int, registry_option
-from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS
+from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS, PRECOMPUTE_ASSET_DATES
 
 
 def register(commands) -> None:
@@ -27,8 +27,10 @@ def register(commands) -> None:
                          help="explanation store directory (default: <store's parent>/explanations)")  # fmt: skip
     when = refresh.add_mutually_exclusive_group()
     when.add_argument("--since", type=iso_date, help="every store date from this day (YYYY-MM-DD) on")
-    when.add_argument("--days", type=positive_int, default=DEFAULT_DAYS,
-                      help=f"the store's latest N trading days (default {DEFAULT_DAYS})")  # fmt: skip
+    when.add_argument("--days", type=positive_int, default=None,
+                      help=f"the store's latest N trading days (default {DEFAULT_DAYS}, fewer above "
+                           f"{PRECOMPUTE_ASSET_DATES // DEFAULT_DAYS} assets: at most "
+                           f"{PRECOMPUTE_ASSET_DATES:,} date x asset)")  # fmt: skip
     refresh.set_defaults(func=_refresh)
 
 

@@ -37,6 +37,6 @@ def test_the_rows_state_the_stride_the_cap_forces_and_what_runs_at_once(tiny_pan
 
 
 def test_the_main_job_explains_fewer_latest_dates_as_the_universe_grows():
-    from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS, main_job_days
+    from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS, latest_days
 
-    assert [main_job_days(n) for n in (20, 100, 200, 400, 10**6)] == [DEFAULT_DAYS, DEFAULT_DAYS, 7, 3, 1]
+    assert [latest_days(n) for n in (20, 100, 200, 400, 10**6)] == [DEFAULT_DAYS, DEFAULT_DAYS, 7, 3, 1]
