@@ -306,15 +306,19 @@ def components(
 
 def _marks(lines: list[tuple[float, str]]) -> list[tuple[float, str]]:
     """(time, component) of every line that opens a component ("other" for a closer)."""
-    out = []
+    out: list[tuple[float, str]] = []
     for at, line in lines:
         text = line.strip()
+        # Day two's explain step logs the same explanations lines as the forecaster stage's refresh: there
+        # they stay in "day two: daily explain".
+        in_day_two = bool(out) and out[-1][1].startswith("day two")
         for pattern, name in OPENERS:
             if m := re.match(pattern, text):
-                out.append((at, name.format(*m.groups())))
+                if not (in_day_two and name.startswith("forecasters:")):
+                    out.append((at, name.format(*m.groups())))
                 break
         else:
-            if any(re.match(p, text) for p in CLOSERS):
+            if any(re.match(p, text) for p in CLOSERS) and not in_day_two:
                 out.append((at, "other"))
     return out
 

@@ -34,12 +34,18 @@ def test_components_from_the_timestamped_log(tmp_path):
         (52.0, "searching ppo: 2 draws x 2 seeds, 20,000 steps each, on Ray Tune"),
         (70.0, "ppo: best validation Sharpe 0.5, deflated Sharpe 0.1"),
         (71.0, "tilt: k 0.25, band 0.010 chosen on validation (Sharpe 0.70)"),
+        (72.0, "[4/4] day two: the last 60 days held back, then rayfolio daily"),
+        (73.0, "daily: explain"),
+        (74.0, "explanations: 12 dates (2009-08-10 .. 2009-08-25) in 2 Ray tasks"),  # day two's, not the refresh
+        (77.0, "explanations: 12 of 12 dates ... -> /x (models ...)"),
+        (78.0, "daily: drift"),
         (80.0, "timings: data 5.0s, forecasters 36.0s, allocation 29.0s, total 70.0s"),
     ]
     out = components(lines, 0.0, 90.0, tmp_path)  # no Tune experiment there: the search lasts to the next line
     assert out["startup"] == 10.0 and out["forecasters: lstm search"] == 24.0
     assert out["forecasters: explanation refresh (SHAP of the latest dates)"] == 10.0 and out["other"] == 1.0
     assert out["allocation: ppo trials (Tune) + every trial's test walk"] == 18.0
+    assert out["day two: daily explain"] == 5.0 and out["day two: daily drift"] == 2.0
     assert out["report and plots"] == 10.0
     assert stage_times(lines, tmp_path) == {"data": 5.0, "forecasters": 36.0, "allocation": 29.0, "total": 70.0}
 
