@@ -138,7 +138,7 @@ def test_the_probability_never_falls_as_the_contribution_grows(c1, c2, goal, mon
     # The contribution needed is exact on these paths: at it the target is met, a hair below it is not.
     needed = at(low).required_monthly_contribution
     assert needed is not None and needed == at(high).required_monthly_contribution
-    assert at(needed).probability >= target
+    assert at(needed).probability >= target - 1e-9  # paths_needed forgives a rounding hair (0.05 vs 0.05 + 1e-17)
     if needed > 1e-6:
         assert at(needed * (1 - 1e-6)).probability < target
 
