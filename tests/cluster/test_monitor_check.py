@@ -193,7 +193,7 @@ def test_run_on_an_existing_store_registers_the_forecasters_to_staging_only(tmp_
         assert registry.stage_version(allocator, "production") is None
         assert registry.stage_version(allocator, "staging") == "v0001"
     report = (tmp_path / "runs" / "tiny" / "report.md").read_text()
-    assert re.search(rf"\| feature store\s+\| {re.escape(str(store))} \|", report)
+    assert re.search(rf"\| feature store\s+\| {re.escape(str(store))}\s+\|", report)  # padded to the widest row
 
 
 def test_run_refuses_a_missing_or_tampered_store_in_one_line(tmp_path, capsys):
