@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rayfolio.rl.stage import finish_estimators, most_at_once, start_estimators
+from rayfolio.rl.estimator_runs import finish_estimators, most_at_once, start_estimators
 from tests.rl.conftest import hand_market
 
 
