@@ -33,7 +33,10 @@ DEFAULT_DAYS = 15
 # explanations: the latest 15 dates up to 100 assets, 3 at 400. The service explains other dates on request.
 PRECOMPUTE_ASSET_DATES = 1_500
 
-MIN_CHUNK, MAX_CHUNK = 4, 25  # dates per Ray task: enough to be worth a task's ~8 s of loading
+# Dates per Ray task. A task pays ~8 s of imports and loading once; a date costs ~N (~2 s at 20 assets,
+# ~30 s at 400), so the least worth a task is counted in date x asset: 4 dates at 20 assets, 1 from 80 up.
+# At 400 assets the 3 dates of the budget were one 103 s task; on 2 CPUs they are now two.
+MIN_CHUNK_ASSET_DATES, MAX_CHUNK = 80, 25
 # What one task holds, declared to Ray so that tasks at once fit the machine (one per CPU otherwise): a
 # worker's imports and models, the panel and each forecaster's standardised copy and graph, and one
 # date's explanation at a time (explain/expected_gradients.py: its path points, three (S, W, N, F)
@@ -71,6 +74,13 @@ class ExplainSummary:
 def latest_days(n_assets: int) -> int:
     """How many of the latest dates are explained by default at ``n_assets`` assets (at least one)."""
     return max(1, min(DEFAULT_DAYS, PRECOMPUTE_ASSET_DATES // max(n_assets, 1)))
+
+
+def chunk_dates(dates: list[int], cpus: int, n_assets: int) -> list[list[int]]:
+    """The dates split into Ray tasks: one per CPU where each is worth its loading (see MIN_CHUNK_ASSET_DATES)."""
+    least = max(1, math.ceil(MIN_CHUNK_ASSET_DATES / max(n_assets, 1)))
+    size = max(least, min(MAX_CHUNK, math.ceil(len(dates) / max(cpus, 1))))
+    return [dates[i : i + size] for i in range(0, len(dates), size)]
 
 
 def task_memory(days: int, assets: int, features: int, forecasters: int, samples: int, window: int) -> int:
@@ -157,8 +167,7 @@ def refresh_explanations(
                               time.perf_counter() - started)  # fmt: skip
     resources = ray.cluster_resources()
     cpus = max(1, int(resources.get("CPU", 1)))
-    size = max(MIN_CHUNK, min(MAX_CHUNK, math.ceil(len(missing) / cpus)))
-    chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
+    chunks = chunk_dates(missing, cpus, len(panel.symbols))
     drawn = per_row(samples, background) * background
     memory = task_memory(len(panel.dates), len(panel.symbols), len(panel.feature_names), len(versions), drawn,
                          history)  # fmt: skip

@@ -40,3 +40,20 @@ def test_the_main_job_explains_fewer_latest_dates_as_the_universe_grows():
     from rayfolio.cluster.explanation_refresh import DEFAULT_DAYS, latest_days
 
     assert [latest_days(n) for n in (20, 100, 200, 400, 10**6)] == [DEFAULT_DAYS, DEFAULT_DAYS, 7, 3, 1]
+
+
+def test_explanation_tasks_split_per_cpu_once_a_date_outweighs_a_tasks_loading():
+    from rayfolio.cluster.explanation_refresh import chunk_dates
+
+    dates = list(range(15))
+    # The quickstart's 20 assets: at least 4 dates a task, so 15 dates on 2 CPUs are 8 + 7.
+    assert [len(c) for c in chunk_dates(dates, 2, 20)] == [8, 7]
+    assert [len(c) for c in chunk_dates(dates[:3], 2, 20)] == [3]
+    # 400 assets: a date alone outweighs the loading, so the budget's 3 dates use both CPUs.
+    assert [len(c) for c in chunk_dates(dates[:3], 2, 400)] == [2, 1]
+    assert chunk_dates(dates[:3], 8, 400) == [[0], [1], [2]]
+    # Never more than MAX_CHUNK a task, every date once, in order.
+    many = list(range(100))
+    chunks = chunk_dates(many, 1, 400)
+    assert [d for c in chunks for d in c] == many and max(map(len, chunks)) == 25
+    assert chunk_dates([], 2, 400) == []
