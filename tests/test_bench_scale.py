@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.scale import ISSUE_SPLITS, SizeResult, components, run_config, split_dates, stage_times, table, targets
+from bench.scale import ISSUE_SPLITS, SizeResult, run_config, split_dates, table, targets
+from bench.scale_log import components, stage_times
 
 
 def test_splits_are_the_issues_at_2520_days_and_proportional_otherwise():
